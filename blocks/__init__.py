@@ -1,0 +1,1 @@
+"""Configuration types: pydantic settings and the Prefect blocks Conveyor registers."""

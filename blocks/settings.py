@@ -1,0 +1,100 @@
+"""Every path and address Conveyor uses, in one place (env prefix ``CONVEYOR_``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, computed_field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The checkout (or install) root: defaults are anchored here, never to the current directory.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+class ConveyorSettings(BaseSettings):
+    """Conveyor's settings; override any of them with ``CONVEYOR_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
+
+    project_dir: Path = Field(PROJECT_DIR, description="Where flows/ and deployments/ live.")
+    state_dir: Path = Field(
+        PROJECT_DIR / ".conveyor",
+        description="Server database, pid files, logs and the default stores.",
+    )
+    landing_dir: Path | None = Field(None, description="Where new partitions land.")
+    data_store: Path | None = Field(None, description="Content-addressed dataset snapshots.")
+    model_store: Path | None = Field(None, description="Registered model versions.")
+    server_host: str = Field("127.0.0.1", description="Address the local Prefect server binds.")
+    server_port: int = Field(4200, description="Port of the local Prefect server (API and UI).")
+    prefect_api_url: str | None = Field(None, description="Prefect API; default: the local server.")
+    worker_pools: list[str] = Field(["cpu"], description="Pools `conveyor up` starts a local process worker for.")
+    worker_poll_seconds: int = Field(2, description="How often local workers ask for work (Prefect's default is 10 s).")
+    startup_timeout_s: float = Field(90.0, description="How long to wait for the server.")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def api_url(self) -> str:
+        """The Prefect API this installation talks to."""
+        return self.prefect_api_url or f"http://{self.server_host}:{self.server_port}/api"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ui_url(self) -> str:
+        """The Prefect UI of the API above."""
+        return self.api_url.removesuffix("/api")
+
+    @property
+    def prefect_home(self) -> Path:
+        """PREFECT_HOME for the local stack: its SQLite database, profiles and local storage."""
+        return self.state_dir / "prefect"
+
+    @property
+    def pid_dir(self) -> Path:
+        """Pid files of the processes `conveyor up` started."""
+        return self.state_dir / "pids"
+
+    @property
+    def log_dir(self) -> Path:
+        """Logs of the server and workers `conveyor up` started."""
+        return self.state_dir / "logs"
+
+    @property
+    def default_landing_dir(self) -> Path:
+        """Landing folder used when none is configured."""
+        return self.landing_dir or self.state_dir / "landing"
+
+    @property
+    def default_data_store(self) -> Path:
+        """Snapshot store used when none is configured."""
+        return self.data_store or self.state_dir / "data"
+
+    @property
+    def default_model_store(self) -> Path:
+        """Model store used when none is configured."""
+        return self.model_store or self.state_dir / "models"
+
+    def prefect_env(self) -> dict[str, str]:
+        """Environment that points Prefect clients, servers and workers at this installation."""
+        return {
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_HOME": str(self.prefect_home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_WORKER_QUERY_SECONDS": str(self.worker_poll_seconds),
+            # Tasks called outside a flow (the CLI, tests) log locally instead of warning.
+            "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+        }
+
+
+def get_settings() -> ConveyorSettings:
+    """Read the settings from the environment as it is now."""
+    return ConveyorSettings()
+
+
+def configure_prefect_env(settings: ConveyorSettings | None = None) -> ConveyorSettings:
+    """Point this process's Prefect at Conveyor's API; call before prefect is imported."""
+    settings = settings or get_settings()
+    # Prefect creates PREFECT_HOME itself, but not its missing parents.
+    settings.prefect_home.mkdir(parents=True, exist_ok=True)
+    os.environ.update(settings.prefect_env())
+    return settings

@@ -1,0 +1,60 @@
+"""The block that says where data lands and where snapshots and models are kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from prefect.blocks.core import Block
+from pydantic import Field
+
+from blocks.settings import ConveyorSettings, get_settings
+
+DEFAULT_BLOCK_NAME = "default"
+
+
+class ConveyorStores(Block):
+    """Where Conveyor's data lands, and where its snapshots and model versions are kept."""
+
+    _block_type_name = "Conveyor Stores"
+    _block_type_slug = "conveyor-stores"
+    _description = "Landing folder, dataset snapshot store and model store of a Conveyor installation."
+
+    landing_dir: str = Field(description="Folder where new telemetry partitions land.")
+    data_store: str = Field(description="Folder of content-addressed dataset snapshots.")
+    model_store: str = Field(description="Folder of registered model versions.")
+
+    @classmethod
+    def from_settings(cls, settings: ConveyorSettings | None = None) -> ConveyorStores:
+        """The stores as configured by ``CONVEYOR_*`` settings."""
+        settings = settings or get_settings()
+        return cls(
+            landing_dir=str(settings.default_landing_dir),
+            data_store=str(settings.default_data_store),
+            model_store=str(settings.default_model_store),
+        )
+
+    @classmethod
+    def resolve(cls, name: str = DEFAULT_BLOCK_NAME) -> ConveyorStores:
+        """The registered block of that name, or the settings' stores where none is registered or no server runs."""
+        try:
+            loaded = cls.load(name, validate=True)
+        except (ValueError, httpx.HTTPError):
+            return cls.from_settings()
+        assert isinstance(loaded, cls)
+        return loaded
+
+    @property
+    def landing_path(self) -> Path:
+        """The landing folder as a path."""
+        return Path(self.landing_dir)
+
+    @property
+    def data_path(self) -> Path:
+        """The snapshot store as a path."""
+        return Path(self.data_store)
+
+    @property
+    def model_path(self) -> Path:
+        """The model store as a path."""
+        return Path(self.model_store)

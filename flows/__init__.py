@@ -1,0 +1,1 @@
+"""Conveyor's flows, one module per flow, and the `conveyor` command line."""

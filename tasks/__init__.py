@@ -1,0 +1,1 @@
+"""Conveyor's Prefect tasks, one module per concern."""

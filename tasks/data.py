@@ -1,0 +1,76 @@
+"""Ingest: find a landed partition, snapshot it content-addressed, read it back, split it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import zlib
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+from pydantic import BaseModel, Field
+
+from tasks.files import sha256_file, write_atomically
+from tasks.synthetic import PARTITION_PREFIX, partition_name
+
+
+class PartitionNotFoundError(FileNotFoundError):
+    """No landed partition matches what was asked for."""
+
+
+class Snapshot(BaseModel):
+    """An immutable, content-addressed copy of one landed partition."""
+
+    sha256: str = Field(description="SHA-256 of the partition's bytes; the snapshot's identity.")
+    path: str = Field(description="Where the snapshot lives in the data store.")
+    source: str = Field(description="The landed file it was taken from.")
+    size_bytes: int
+
+
+@task(name="Find landed partition")
+def find_partition(landing_dir: Path, day: dt.date | None = None, partition: str | None = None) -> Path:
+    """Locate the partition to train on: a named file, a day's file, or the newest one."""
+    if partition:
+        path = Path(partition)
+        path = path if path.is_absolute() else landing_dir / path
+    elif day:
+        path = landing_dir / partition_name(day)
+    else:
+        landed = sorted(landing_dir.glob(f"{PARTITION_PREFIX}*.parquet")) if landing_dir.is_dir() else []
+        if not landed:
+            raise PartitionNotFoundError(
+                f"No partition has landed in {landing_dir} yet; run `conveyor generate` first."
+            )
+        return landed[-1]
+    if not path.is_file():
+        raise PartitionNotFoundError(f"No landed partition at {path}.")
+    return path
+
+
+@task(name="Snapshot partition")
+def snapshot_partition(partition: Path, data_store: Path) -> Snapshot:
+    """Copy a partition into the data store under its content hash; identical bytes share one snapshot."""
+    digest = sha256_file(partition)
+    target = data_store / "snapshots" / digest[:2] / f"{digest}.parquet"
+    if not target.exists():
+        write_atomically(target, lambda tmp: shutil.copyfile(partition, tmp))
+    return Snapshot(sha256=digest, path=str(target), source=str(partition), size_bytes=target.stat().st_size)
+
+
+def read_snapshot(snapshot: Snapshot) -> pd.DataFrame:
+    """Read a snapshot's rows."""
+    return pd.read_parquet(snapshot.path)
+
+
+def split_holdout(frame: pd.DataFrame, holdout_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split by machine so that no machine is in both parts (its rows share one label)."""
+    bucket = frame["machine_id"].astype(str).map(lambda m: zlib.crc32(m.encode()) % 1000)
+    in_holdout = bucket < int(holdout_fraction * 1000)
+    if in_holdout.all() or not in_holdout.any():
+        machines = frame["machine_id"].nunique()
+        raise ValueError(
+            f"Cannot hold out {holdout_fraction:.0%} of {machines} machines and still train on the rest; "
+            "land more machines or change holdout_fraction."
+        )
+    return frame[~in_holdout].reset_index(drop=True), frame[in_holdout].reset_index(drop=True)

@@ -1,0 +1,74 @@
+"""The `conveyor` command line: every command listed, bad input answered in one sentence."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pandas as pd
+
+from tests.conftest import run_cli
+
+COMMANDS = ("generate", "up", "down", "status", "run", "demo", "models")
+
+
+def test_help_lists_every_command_with_a_line() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in COMMANDS:
+        assert command in result.stdout
+
+
+def test_generate_writes_consecutive_days(tmp_path: Path) -> None:
+    result = run_cli(
+        "generate", "--rows", "500", "--day", "2026-06-01", "--days", "2", "--out", str(tmp_path), "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    written = json.loads(result.stdout)["partitions"]
+    assert [Path(p).name for p in written] == ["telemetry-2026-06-01.parquet", "telemetry-2026-06-02.parquet"]
+    assert len(pd.read_parquet(written[0])) == 500
+
+
+def test_bad_generator_options_are_one_sentence(tmp_path: Path) -> None:
+    for args in (["--drift", "humidity:+3"], ["--corrupt", "gremlins"]):
+        result = run_cli("generate", "--out", str(tmp_path), *args)
+        assert result.returncode == 1
+        assert result.stderr.startswith("Error: ")
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_port_taken_by_another_program_is_refused(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        result = run_cli("up", env={"CONVEYOR_STATE_DIR": str(tmp_path), "CONVEYOR_SERVER_PORT": str(port)})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"Error: Port {port} on 127.0.0.1 is already in use by another program; "
+        "stop it or choose another port with CONVEYOR_SERVER_PORT."
+    )
+    assert not (tmp_path / "pids" / "server.pid").exists()
+
+
+def test_status_without_a_server_says_how_to_start_one(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    result = run_cli("status", env={"CONVEYOR_STATE_DIR": str(tmp_path), "CONVEYOR_SERVER_PORT": str(free)})
+    assert result.returncode == 0
+    assert "NOT REACHABLE (run `conveyor up`)" in result.stdout
+
+
+def test_run_against_a_missing_server_is_one_sentence(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    result = run_cli(
+        "run", "refit/default", env={"CONVEYOR_STATE_DIR": str(tmp_path), "CONVEYOR_SERVER_PORT": str(free)}
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("Error: cannot reach the Prefect API")

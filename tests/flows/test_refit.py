@@ -1,0 +1,97 @@
+"""The refit flow turns a landed partition into a registered, ONNX-exported model version, or fails saying why."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import State
+
+from blocks.stores import ConveyorStores
+from flows.refit import refit
+from tasks.files import sha256_file
+from tasks.registry import RegisteredVersion, list_versions
+from tasks.synthetic import Corruption, generate_telemetry, write_partition
+from tests.conftest import FAST_TRAINING
+
+MODEL = "refit-test"
+
+
+def _refit(**kwargs: object) -> State:
+    state = refit(training=FAST_TRAINING, model_name=MODEL, return_state=True, **kwargs)
+    assert isinstance(state, State)
+    return state
+
+
+def _versions(stores: ConveyorStores) -> list[RegisteredVersion]:
+    return list_versions(stores.model_path, MODEL)
+
+
+def test_refit_registers_a_good_model_with_its_data_hash(landed_partition: Path, stores: ConveyorStores) -> None:
+    state = _refit(partition=landed_partition.name)
+    assert state.is_completed(), state.message
+    version = state.result()
+    assert isinstance(version, RegisteredVersion)
+    assert version.metrics["roc_auc"] >= 0.8
+    assert version.data_sha256 == sha256_file(landed_partition)
+    folder = Path(version.path)
+    assert {"model.onnx", "weights.pt", "evaluation.png", "manifest.json", "report.md"} <= {
+        p.name for p in folder.iterdir()
+    }
+    assert version in _versions(stores)
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[runs[0].id]))
+        )
+    assert {"held-out-metrics", "model-version"} <= {a.key for a in artifacts}
+    assert any(a.type == "progress" for a in artifacts)
+
+
+def test_missing_partition_fails_saying_where_it_looked(stores: ConveyorStores) -> None:
+    before = _versions(stores)
+    state = _refit(day=dt.date(2020, 1, 1))
+    assert state.is_failed()
+    assert "No landed partition at" in str(state.message)
+    assert "telemetry-2020-01-01.parquet" in str(state.message)
+    assert _versions(stores) == before
+
+
+def test_corrupt_partition_never_reaches_the_registry(stores: ConveyorStores) -> None:
+    day = dt.date(2026, 5, 5)
+    frame = generate_telemetry(5_000, day, corrupt=(Corruption.RANGE,))
+    landed = write_partition(frame, stores.landing_path, day)
+    before = _versions(stores)
+    state = _refit(partition=landed.name)
+    assert state.is_failed()
+    assert "broke the telemetry contract" in str(state.message)
+    assert "rpm" in str(state.message)
+    assert _versions(stores) == before
+
+
+def test_export_that_disagrees_with_pytorch_is_not_registered(landed_partition: Path, stores: ConveyorStores) -> None:
+    before = _versions(stores)
+    state = _refit(partition=landed_partition.name, parity_tolerance=1e-15)
+    assert state.is_failed()
+    assert "disagrees with PyTorch" in str(state.message)
+    assert _versions(stores) == before
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"), [({"model_name": "Bad Name!"}, "model_name"), ({"training": {"epochs": 0}}, "epochs")]
+)
+def test_invalid_parameters_are_rejected_naming_the_parameter(
+    bad: dict[str, object], named: str, stores: ConveyorStores
+) -> None:
+    before = _versions(stores)
+    state = refit(**{"training": FAST_TRAINING, "model_name": MODEL, **bad}, return_state=True)
+    assert state.is_failed()
+    assert "invalid parameters" in str(state.message)
+    assert named in str(state.message)
+    assert _versions(stores) == before
