@@ -10,12 +10,12 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from blocks.stores import ConveyorStores
-from tasks.data import find_partition, snapshot_partition
+from tasks.data import find_partition, find_snapshot, snapshot_partition
 from tasks.evaluation import evaluate_model
 from tasks.export import check_onnx_parity, export_onnx
 from tasks.registry import RegisteredVersion, open_staging_area, register_model_version
 from tasks.training import TrainingParams, train_model
-from tasks.validation import validate_snapshot
+from tasks.validation import require_valid, validate_snapshot
 
 DEFAULT_MODEL_NAME = "failure-predictor"
 DEFAULT_TRAINING = TrainingParams()
@@ -29,6 +29,10 @@ def refit(
     partition: Annotated[
         str | None, Field(description="A landed file, by name in the landing folder or by path; overrides day.")
     ] = None,
+    snapshot: Annotated[
+        str | None,
+        Field(description="SHA-256 of a snapshot in the data store (e.g. from a validation event); overrides both."),
+    ] = None,
     training: Annotated[TrainingParams, Field(description="Model and optimizer settings.")] = DEFAULT_TRAINING,
     model_name: Annotated[
         str, Field(description="Registry name of the model.", pattern=r"^[a-z0-9][a-z0-9-]*$")
@@ -40,16 +44,18 @@ def refit(
     """Snapshot, validate, train, evaluate, export to ONNX and register a new model version."""
     stores = ConveyorStores.resolve()
     run_id = str(flow_run.id or "local")
-    landed = find_partition(stores.landing_path, day, partition)
-    snapshot = snapshot_partition(landed, stores.data_path)
-    validate_snapshot(snapshot)
+    if snapshot:
+        data = find_snapshot(stores.data_path, snapshot)
+    else:
+        data = snapshot_partition(find_partition(stores.landing_path, day, partition), stores.data_path)
+    require_valid(validate_snapshot(data))
     staging = open_staging_area(stores.model_path, model_name, run_id)
-    model = train_model(snapshot, training, staging)
-    evaluation = evaluate_model(model, snapshot, training.holdout_fraction, staging)
+    model = train_model(data, training, staging)
+    evaluation = evaluate_model(model, data, training.holdout_fraction, staging)
     exported = export_onnx(
         model,
         staging,
-        {"model_name": model_name, "data_sha256": snapshot.sha256, "flow_run_id": run_id},
+        {"model_name": model_name, "data_sha256": data.sha256, "flow_run_id": run_id},
     )
-    parity = check_onnx_parity(exported, model, snapshot, training.holdout_fraction, parity_tolerance)
-    return register_model_version(staging, model_name, snapshot, training, model, evaluation, exported, parity, run_id)
+    parity = check_onnx_parity(exported, model, data, training.holdout_fraction, parity_tolerance)
+    return register_model_version(staging, model_name, data, training, model, evaluation, exported, parity, run_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
 import zlib
 from pathlib import Path
@@ -13,6 +14,8 @@ from pydantic import BaseModel, Field
 
 from tasks.files import sha256_file, write_atomically
 from tasks.synthetic import PARTITION_PREFIX, partition_name
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class PartitionNotFoundError(FileNotFoundError):
@@ -52,10 +55,26 @@ def find_partition(landing_dir: Path, day: dt.date | None = None, partition: str
 def snapshot_partition(partition: Path, data_store: Path) -> Snapshot:
     """Copy a partition into the data store under its content hash; identical bytes share one snapshot."""
     digest = sha256_file(partition)
-    target = data_store / "snapshots" / digest[:2] / f"{digest}.parquet"
+    target = snapshot_path(data_store, digest)
     if not target.exists():
         write_atomically(target, lambda tmp: shutil.copyfile(partition, tmp))
     return Snapshot(sha256=digest, path=str(target), source=str(partition), size_bytes=target.stat().st_size)
+
+
+def snapshot_path(data_store: Path, sha256: str) -> Path:
+    """Where the snapshot of these bytes lives in a data store."""
+    return data_store / "snapshots" / sha256[:2] / f"{sha256}.parquet"
+
+
+@task(name="Find snapshot")
+def find_snapshot(data_store: Path, sha256: str) -> Snapshot:
+    """Look a snapshot up by its content hash, e.g. one announced by a conveyor.validation.passed event."""
+    if not _SHA256.fullmatch(sha256):
+        raise ValueError(f"A snapshot is named by the 64 hex digits of its SHA-256; got {sha256!r}.")
+    path = snapshot_path(data_store, sha256)
+    if not path.is_file():
+        raise PartitionNotFoundError(f"No snapshot {sha256[:12]} in {data_store}.")
+    return Snapshot(sha256=sha256, path=str(path), source=str(path), size_bytes=path.stat().st_size)
 
 
 def read_snapshot(snapshot: Snapshot) -> pd.DataFrame:

@@ -13,11 +13,11 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.events import emit_event
 from pydantic import BaseModel, Field
 
 from tasks.data import Snapshot
 from tasks.evaluation import Evaluation
+from tasks.events import emit_model_registered
 from tasks.export import OnnxModel, ParityReport
 from tasks.files import sha256_file, write_text_atomically
 from tasks.training import TrainedModel, TrainingParams
@@ -144,9 +144,5 @@ def register_model_version(
         key="model-version",
         description=f"{name} v{version}",
     )
-    emit_event(
-        "conveyor.model.registered",
-        resource={"prefect.resource.id": f"conveyor.model.{name}.v{version}", "conveyor.model.name": name},
-        payload={"version": version, "data_sha256": snapshot.sha256, "metrics": registered.metrics},
-    )
+    emit_model_registered(name, version, snapshot.sha256, registered.metrics)
     return registered

@@ -7,8 +7,10 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 from pandera.typing import Series
 from prefect import get_run_logger, task
+from pydantic import BaseModel
 
 from tasks.data import Snapshot, read_snapshot
+from tasks.events import emit_validation
 from tasks.synthetic import LABEL, MACHINE_MODELS
 
 # How many failing checks the error message names; the full list is in the failure cases.
@@ -50,30 +52,76 @@ def contract_violations(frame: pd.DataFrame) -> pd.DataFrame:
         cases = errors.failure_cases
         # For missing or unexpected columns the failure case is the column's name: report it as the column.
         about_columns = cases["check"].isin(_COLUMN_PRESENCE_CHECKS)
-        cases["column"] = cases["column"].where(~about_columns, cases["failure_case"])
+        cases["column"] = cases["column"].where(~about_columns, cases["failure_case"]).fillna("(whole table)")
         return (
             cases.groupby(["check", "column"], dropna=False, sort=False)
-            .agg(failing_rows=("index", "size"), examples=("failure_case", lambda s: list(s.astype(str).head(3))))
+            .agg(failing_rows=("index", "size"), examples=("failure_case", lambda s: [str(v) for v in s.head(3)]))
             .reset_index()
             .sort_values("failing_rows", ascending=False, kind="stable")
         )
     return pd.DataFrame(columns=["check", "column", "failing_rows", "examples"])
 
 
+class Violation(BaseModel):
+    """One failing check on one column."""
+
+    check: str
+    column: str
+    failing_rows: int
+    examples: list[str]
+
+
+class ValidationReport(BaseModel):
+    """The verdict on one snapshot and every check it failed."""
+
+    snapshot_sha256: str
+    rows: int
+    violations: list[Violation]
+
+    @property
+    def passed(self) -> bool:
+        """Whether the snapshot honours the contract."""
+        return self.rows > 0 and not self.violations
+
+    def summary(self) -> str:
+        """One sentence naming the verdict and the top failures."""
+        name = f"Snapshot {self.snapshot_sha256[:12]}"
+        if self.passed:
+            return f"{name} is valid: {self.rows} rows."
+        if self.rows == 0:
+            return f"{name} has no rows."
+        top = "; ".join(f"{v.check} on {v.column} ({v.failing_rows} rows)" for v in self.violations[:_TOP_FAILURES])
+        return f"{name} broke the telemetry contract in {len(self.violations)} checks: {top}."
+
+
 @task(name="Validate snapshot")
-def validate_snapshot(snapshot: Snapshot) -> int:
-    """Check a snapshot against the telemetry contract; fail naming the top violations. Returns its row count."""
+def validate_snapshot(snapshot: Snapshot) -> ValidationReport:
+    """Check a snapshot against the telemetry contract and report every failing check."""
     frame = read_snapshot(snapshot)
-    if frame.empty:
-        raise DataValidationError(f"Snapshot {snapshot.sha256[:12]} has no rows.")
-    violations = contract_violations(frame)
-    if not violations.empty:
-        top = "; ".join(
-            f"{row.check} on {row.column} ({row.failing_rows} rows)"
-            for row in violations.head(_TOP_FAILURES).itertuples()
-        )
-        raise DataValidationError(
-            f"Snapshot {snapshot.sha256[:12]} broke the telemetry contract in {len(violations)} checks: {top}."
-        )
-    get_run_logger().info("Snapshot %s is valid: %d rows", snapshot.sha256[:12], len(frame))
-    return len(frame)
+    violations = contract_violations(frame) if len(frame) else pd.DataFrame()
+    report = ValidationReport(
+        snapshot_sha256=snapshot.sha256,
+        rows=len(frame),
+        violations=[Violation.model_validate(row) for row in violations.to_dict("records")],
+    )
+    get_run_logger().info(report.summary())
+    return report
+
+
+@task(name="Announce validation result")
+def announce_validation(snapshot: Snapshot, report: ValidationReport) -> None:
+    """Emit conveyor.validation.passed or .failed for the snapshot, for automations to react to."""
+    emit_validation(
+        report.passed,
+        snapshot.sha256,
+        snapshot.source,
+        {"rows": report.rows, "summary": report.summary(), "failed_checks": len(report.violations)},
+    )
+
+
+@task(name="Stop on invalid data")
+def require_valid(report: ValidationReport) -> int:
+    """Fail, naming the top violations, unless the snapshot passed; returns its row count."""
+    if not report.passed:
+        raise DataValidationError(report.summary())
+    return report.rows

@@ -8,9 +8,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 # Prefect reads its settings when first imported, so the whole session's environment is set
@@ -95,3 +98,16 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
         timeout=timeout,
         check=False,
     )
+
+
+def wait_for_event(name: str, resource_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    """The first event of that name about that resource, as the server's event store returns it."""
+    deadline = time.monotonic() + timeout_s
+    body = {"filter": {"event": {"name": [name]}, "resource": {"id": [resource_id]}}, "limit": 1}
+    while time.monotonic() < deadline:
+        stack.flush_prefect_clients()
+        found = httpx.post(f"{SETTINGS.api_url}/events/filter", json=body, timeout=10).json()["events"]
+        if found:
+            return dict(found[0])
+        time.sleep(0.5)
+    raise AssertionError(f"no {name} event about {resource_id} within {timeout_s:.0f} s")

@@ -12,6 +12,7 @@ from prefect.client.schemas.objects import State
 
 from blocks.stores import ConveyorStores
 from flows.refit import refit
+from tasks.data import Snapshot
 from tasks.files import sha256_file
 from tasks.registry import RegisteredVersion, list_versions
 from tasks.synthetic import Corruption, generate_telemetry, write_partition
@@ -95,3 +96,14 @@ def test_invalid_parameters_are_rejected_naming_the_parameter(
     assert "invalid parameters" in str(state.message)
     assert named in str(state.message)
     assert _versions(stores) == before
+
+
+def test_refit_trains_on_a_snapshot_named_by_its_hash(snapshot: Snapshot, stores: ConveyorStores) -> None:
+    state = _refit(snapshot=snapshot.sha256)
+    assert state.is_completed(), state.message
+    assert state.result().data_sha256 == snapshot.sha256
+
+
+def test_unknown_or_malformed_snapshot_hash_fails_saying_so(stores: ConveyorStores) -> None:
+    assert "No snapshot 000000000000" in str(_refit(snapshot="0" * 64).message)
+    assert "64 hex digits" in str(_refit(snapshot="not-a-hash").message)

@@ -1,0 +1,57 @@
+"""Conveyor's event vocabulary: every event a flow emits, its resource and payload, in one place.
+
+Automations (deployment triggers in deployments/prefect.yaml, or your own) match on these names and
+read the resource labels and payload keys below, e.g. ``{{ event.resource["conveyor.snapshot.sha256"] }}``.
+
+| event                        | resource id                       | labels / payload                          |
+|------------------------------|-----------------------------------|-------------------------------------------|
+| conveyor.data.landed         | conveyor.partition.<sha256>       | conveyor.partition.path, .sha256          |
+| conveyor.validation.passed   | conveyor.snapshot.<sha256>        | conveyor.snapshot.sha256, .source; rows   |
+| conveyor.validation.failed   | conveyor.snapshot.<sha256>        | same as passed; summary, failed_checks    |
+| conveyor.model.registered    | conveyor.model.<name>.v<version>  | conveyor.model.name; version, data_sha256 |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.events import emit_event
+
+DATA_LANDED = "conveyor.data.landed"
+VALIDATION_PASSED = "conveyor.validation.passed"
+VALIDATION_FAILED = "conveyor.validation.failed"
+MODEL_REGISTERED = "conveyor.model.registered"
+
+
+def emit_data_landed(path: str, sha256: str) -> None:
+    """A complete partition appeared in the landing folder."""
+    emit_event(
+        DATA_LANDED,
+        resource={
+            "prefect.resource.id": f"conveyor.partition.{sha256}",
+            "conveyor.partition.path": path,
+            "conveyor.partition.sha256": sha256,
+        },
+    )
+
+
+def emit_validation(passed: bool, sha256: str, source: str, payload: dict[str, Any]) -> None:
+    """A snapshot passed or failed its data contract."""
+    emit_event(
+        VALIDATION_PASSED if passed else VALIDATION_FAILED,
+        resource={
+            "prefect.resource.id": f"conveyor.snapshot.{sha256}",
+            "conveyor.snapshot.sha256": sha256,
+            "conveyor.snapshot.source": source,
+        },
+        payload=payload,
+    )
+
+
+def emit_model_registered(name: str, version: int, data_sha256: str, metrics: dict[str, Any]) -> None:
+    """A new model version was registered."""
+    emit_event(
+        MODEL_REGISTERED,
+        resource={"prefect.resource.id": f"conveyor.model.{name}.v{version}", "conveyor.model.name": name},
+        payload={"version": version, "data_sha256": data_sha256, "metrics": metrics},
+    )
