@@ -10,12 +10,11 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from blocks.stores import ConveyorStores
-from tasks.data import find_partition, find_snapshot, snapshot_partition
+from flows.validate import validate
 from tasks.evaluation import evaluate_model
 from tasks.export import check_onnx_parity, export_onnx
 from tasks.registry import RegisteredVersion, open_staging_area, register_model_version
 from tasks.training import TrainingParams, train_model
-from tasks.validation import require_valid, validate_snapshot
 
 DEFAULT_MODEL_NAME = "failure-predictor"
 DEFAULT_TRAINING = TrainingParams()
@@ -44,11 +43,8 @@ def refit(
     """Snapshot, validate, train, evaluate, export to ONNX and register a new model version."""
     stores = ConveyorStores.resolve()
     run_id = str(flow_run.id or "local")
-    if snapshot:
-        data = find_snapshot(stores.data_path, snapshot)
-    else:
-        data = snapshot_partition(find_partition(stores.landing_path, day, partition), stores.data_path)
-    require_valid(validate_snapshot(data))
+    # A subflow: the batch is checked, and kept or quarantined, exactly as `validate` does; it raises if invalid.
+    data = validate(partition=partition, day=day, snapshot=snapshot, model_name=model_name)
     staging = open_staging_area(stores.model_path, model_name, run_id)
     model = train_model(data, training, staging)
     evaluation = evaluate_model(model, data, training.holdout_fraction, staging)
