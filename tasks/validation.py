@@ -85,21 +85,20 @@ class TelemetrySchema(pa.DataFrameModel):
         return len(frame) > 0
 
     @pa.dataframe_check(name="timestamps_increase_per_machine")
-    def _timestamps_increase(cls, frame: pd.DataFrame) -> pd.Series:
+    def _timestamps_increase(cls, frame: pd.DataFrame) -> pd.DataFrame:
         step = frame.groupby("machine_id", sort=False, observed=True)["timestamp"].diff()
-        return step.isna() | (step > pd.Timedelta(0))
+        return _blame(frame, {"timestamp": step.isna() | (step > pd.Timedelta(0))})
 
     @pa.dataframe_check(name=f"idle_vibration_at_most_{IDLE_VIBRATION_MAX}")
-    def _idle_machines_are_still(cls, frame: pd.DataFrame) -> pd.Series:
-        return (frame["rpm"] != 0) | (frame["vibration"] <= IDLE_VIBRATION_MAX)
+    def _idle_machines_are_still(cls, frame: pd.DataFrame) -> pd.DataFrame:
+        return _blame(frame, {"vibration": (frame["rpm"] != 0) | (frame["vibration"] <= IDLE_VIBRATION_MAX)})
 
     @pa.dataframe_check(name="no_control_characters")
     def _no_control_characters(cls, frame: pd.DataFrame) -> pd.DataFrame:
-        clean = pd.DataFrame(True, index=frame.index, columns=frame.columns)
-        for name in frame.select_dtypes(include=["object", "string", "category"]):
-            found = frame[name].astype("string").str.contains(_CONTROL_CHARACTERS)
-            clean[name] = ~found.fillna(False).astype(bool)
-        return clean
+        texts = frame.select_dtypes(include=["object", "string", "category"])
+        return _blame(
+            frame, {n: ~texts[n].astype("string").str.contains(_CONTROL_CHARACTERS).fillna(False) for n in texts}
+        )
 
     class Config:
         """Exactly these columns, each reading once."""
@@ -109,15 +108,32 @@ class TelemetrySchema(pa.DataFrameModel):
         unique = ["machine_id", "timestamp"]
 
 
+def _blame(frame: pd.DataFrame, verdicts: dict[str, pd.Series]) -> pd.DataFrame:
+    """A table-wide check's verdict shaped like the frame, so that pandera names the failing column, not every one."""
+    verdict = pd.DataFrame(True, index=frame.index, columns=frame.columns)
+    for column, ok in verdicts.items():
+        verdict[column] = ok.astype(bool)
+    return verdict
+
+
 def contract_violations(frame: pd.DataFrame) -> pd.DataFrame:
     """Every failing pandera check (lazy validation), one row per check and column; empty when valid."""
     try:
-        TelemetrySchema.validate(frame.astype({"machine_model": "object"}, errors="ignore"), lazy=True)
+        # Categories are checked by value: pandera would compare a categorical dtype with str.
+        TelemetrySchema.validate(
+            frame.astype({"machine_model": "object"}) if "machine_model" in frame else frame, lazy=True
+        )
     except SchemaErrors as errors:
         cases = errors.failure_cases
         # For missing or unexpected columns the failure case is the column's name: report it as the column.
         about_columns = cases["check"].isin(_COLUMN_PRESENCE_CHECKS)
         cases["column"] = cases["column"].where(~about_columns, cases["failure_case"]).fillna("(whole table)")
+        # A table-wide check that returns a frame reports each failing row as {column: value}.
+        per_cell = cases["failure_case"].map(lambda case: isinstance(case, dict))
+        if per_cell.any():
+            cells = cases.loc[per_cell, "failure_case"]
+            cases.loc[per_cell, "column"] = cells.map(lambda case: ", ".join(case))
+            cases.loc[per_cell, "failure_case"] = cells.map(lambda case: ", ".join(map(repr, case.values())))
         return (
             cases.groupby(["check", "column"], dropna=False, sort=False)
             .agg(failing_rows=("index", "size"), examples=("failure_case", lambda s: [str(v) for v in s.head(3)]))
