@@ -123,7 +123,7 @@ def _clean() -> pd.DataFrame:
     return generate_telemetry(480, CORPUS_DAY)
 
 
-def _parquet(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], None]:
+def _parquet(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], object]:
     return lambda path: change(_clean()).to_parquet(path, index=False)
 
 
@@ -161,7 +161,7 @@ def _idle_but_vibrating(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # name: (write the bad batch, what the report must name: a check (substring), or None for an unreadable file)
-BAD_BATCHES: dict[str, tuple[Callable[[Path], None], str | None]] = {
+BAD_BATCHES: dict[str, tuple[Callable[[Path], object], str | None]] = {
     "empty table": (lambda p: pd.DataFrame().to_parquet(p), "has_rows"),
     "zero rows": (_parquet(lambda f: f.head(0)), "has_rows"),
     "zero-byte file": (lambda p: p.write_bytes(b""), None),
