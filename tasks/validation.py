@@ -97,7 +97,7 @@ class TelemetrySchema(pa.DataFrameModel):
     def _no_control_characters(cls, frame: pd.DataFrame) -> pd.DataFrame:
         texts = frame.select_dtypes(include=["object", "string", "category"])
         return _blame(
-            frame, {n: ~texts[n].astype("string").str.contains(_CONTROL_CHARACTERS).fillna(False) for n in texts}
+            frame, {str(n): ~texts[n].astype("string").str.contains(_CONTROL_CHARACTERS).fillna(False) for n in texts}
         )
 
     class Config:

@@ -127,7 +127,7 @@ def _parquet(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path],
     return lambda path: change(_clean()).to_parquet(path, index=False)
 
 
-def _set(column: str, value: object, rows: slice = slice(0, 3)) -> Callable[[pd.DataFrame], pd.DataFrame]:
+def _set(column: str, value: float | str, rows: slice = slice(0, 3)) -> Callable[[pd.DataFrame], pd.DataFrame]:
     def change(frame: pd.DataFrame) -> pd.DataFrame:
         frame[column] = frame[column].astype(object) if isinstance(value, str) else frame[column]
         frame.loc[frame.index[rows], column] = value
