@@ -40,6 +40,10 @@ _COLUMN_PRESENCE_CHECKS = ("column_in_dataframe", "column_in_schema")
 # An idle machine (rpm 0) vibrates at most this much: more means a sensor is mislabelled or stuck.
 IDLE_VIBRATION_MAX = 0.05
 _CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
+_TIMESTAMPS_INCREASE = "timestamps_increase_per_machine"
+_IDLE_IS_STILL = f"idle_vibration_at_most_{IDLE_VIBRATION_MAX}"
+# Row checks see every column; pandera reports a failing row once per column, so each is blamed on the one that matters.
+_ROW_CHECK_BLAME = {_TIMESTAMPS_INCREASE: "timestamp", _IDLE_IS_STILL: "vibration"}
 REPORT_JSON = "report.json"
 REPORT_MARKDOWN = "report.md"
 DATA_DOCS = "data-docs"
@@ -84,21 +88,18 @@ class TelemetrySchema(pa.DataFrameModel):
     def _has_rows(cls, frame: DataFrame[pd.DataFrame]) -> bool:
         return len(frame) > 0
 
-    @pa.dataframe_check(name="timestamps_increase_per_machine")
-    def _timestamps_increase(cls, frame: pd.DataFrame) -> pd.DataFrame:
+    @pa.check("machine_id", "machine_model", name="no_control_characters")
+    def _no_control_characters(cls, texts: pd.Series) -> pd.Series:
+        return ~texts.astype("string").str.contains(_CONTROL_CHARACTERS).fillna(False).astype(bool)
+
+    @pa.dataframe_check(name=_TIMESTAMPS_INCREASE)
+    def _timestamps_increase(cls, frame: pd.DataFrame) -> pd.Series:
         step = frame.groupby("machine_id", sort=False, observed=True)["timestamp"].diff()
-        return _blame(frame, {"timestamp": step.isna() | (step > pd.Timedelta(0))})
+        return step.isna() | (step > pd.Timedelta(0))
 
-    @pa.dataframe_check(name=f"idle_vibration_at_most_{IDLE_VIBRATION_MAX}")
-    def _idle_machines_are_still(cls, frame: pd.DataFrame) -> pd.DataFrame:
-        return _blame(frame, {"vibration": (frame["rpm"] != 0) | (frame["vibration"] <= IDLE_VIBRATION_MAX)})
-
-    @pa.dataframe_check(name="no_control_characters")
-    def _no_control_characters(cls, frame: pd.DataFrame) -> pd.DataFrame:
-        texts = frame.select_dtypes(include=["object", "string", "category"])
-        return _blame(
-            frame, {str(n): ~texts[n].astype("string").str.contains(_CONTROL_CHARACTERS).fillna(False) for n in texts}
-        )
+    @pa.dataframe_check(name=_IDLE_IS_STILL)
+    def _idle_machines_are_still(cls, frame: pd.DataFrame) -> pd.Series:
+        return (frame["rpm"] != 0) | (frame["vibration"] <= IDLE_VIBRATION_MAX)
 
     class Config:
         """Exactly these columns, each reading once."""
@@ -108,12 +109,10 @@ class TelemetrySchema(pa.DataFrameModel):
         unique = ["machine_id", "timestamp"]
 
 
-def _blame(frame: pd.DataFrame, verdicts: dict[str, pd.Series]) -> pd.DataFrame:
-    """A table-wide check's verdict shaped like the frame, so that pandera names the failing column, not every one."""
-    verdict = pd.DataFrame(True, index=frame.index, columns=frame.columns)
-    for column, ok in verdicts.items():
-        verdict[column] = ok.astype(bool)
-    return verdict
+def _categories_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Categorical columns as pandas' string dtype: the contract checks their values, not how they are stored."""
+    categorical = [c for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
+    return frame.astype(dict.fromkeys(categorical, "str")) if categorical else frame
 
 
 def contract_violations(frame: pd.DataFrame) -> pd.DataFrame:
@@ -128,12 +127,8 @@ def contract_violations(frame: pd.DataFrame) -> pd.DataFrame:
         # For missing or unexpected columns the failure case is the column's name: report it as the column.
         about_columns = cases["check"].isin(_COLUMN_PRESENCE_CHECKS)
         cases["column"] = cases["column"].where(~about_columns, cases["failure_case"]).fillna("(whole table)")
-        # A table-wide check that returns a frame reports each failing row as {column: value}.
-        per_cell = cases["failure_case"].map(lambda case: isinstance(case, dict))
-        if per_cell.any():
-            cells = cases.loc[per_cell, "failure_case"]
-            cases.loc[per_cell, "column"] = cells.map(lambda case: ", ".join(case))
-            cases.loc[per_cell, "failure_case"] = cells.map(lambda case: ", ".join(map(repr, case.values())))
+        blamed = cases["check"].map(_ROW_CHECK_BLAME)
+        cases = cases[blamed.isna() | (cases["column"] == blamed)]
         return (
             cases.groupby(["check", "column"], dropna=False, sort=False)
             .agg(failing_rows=("index", "size"), examples=("failure_case", lambda s: [str(v) for v in s.head(3)]))
