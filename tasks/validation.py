@@ -13,13 +13,14 @@ import json
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pa_arrow
 from pandera.errors import SchemaErrors
-from pandera.typing import DataFrame, Series
+from pandera.typing import Series
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel
@@ -85,7 +86,7 @@ class TelemetrySchema(pa.DataFrameModel):
         return timestamps <= latest_allowed_timestamp()
 
     @pa.dataframe_check(name="has_rows")
-    def _has_rows(cls, frame: DataFrame[pd.DataFrame]) -> bool:
+    def _has_rows(cls, frame: pd.DataFrame) -> bool:
         return len(frame) > 0
 
     @pa.check("machine_id", "machine_model", name="no_control_characters")
@@ -248,19 +249,20 @@ def check_batch(batch: Snapshot, reference: Snapshot | None = None, docs_dir: Pa
         unreadable = Violation(engine="reader", check="readable parquet", column="(file)", failing_rows=0,
                                examples=[str(error)])  # fmt: skip
         return report.model_copy(update={"readable": False, "violations": [unreadable]})
-    pandera = [Violation.model_validate(row) for row in contract_violations(frame).to_dict("records")]
-    expectations = [
-        Violation(engine="great_expectations", **failure)
-        for failure in run_suite(frame, latest_allowed_timestamp(settings), docs_dir)
-    ]
-    baseline = _read_reference(reference)
-    warnings = statistic_warnings(frame, baseline, settings.psi_warning, settings.null_share_warning)
+    # The engines only read the frame; GX runs beside pandera, and the reference is read meanwhile, as most of their
+    # work is in pandas and pyarrow kernels that release the GIL.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        gx = pool.submit(run_suite, frame, latest_allowed_timestamp(settings), docs_dir)
+        baseline = pool.submit(_read_reference, reference)
+        pandera = [Violation.model_validate(row) for row in contract_violations(frame).to_dict("records")]
+        expectations = [Violation(engine="great_expectations", **failure) for failure in gx.result()]
+        warnings = statistic_warnings(frame, baseline.result(), settings.psi_warning, settings.null_share_warning)
     return report.model_copy(
         update={
             "rows": len(frame),
             "violations": sorted(pandera + expectations, key=lambda v: -v.failing_rows),
             "warnings": warnings,
-            "reference_sha256": reference.sha256 if baseline is not None and reference else None,
+            "reference_sha256": reference.sha256 if baseline.result() is not None and reference else None,
         }
     )
 
