@@ -25,12 +25,24 @@ class ConveyorSettings(BaseSettings):
     landing_dir: Path | None = Field(None, description="Where new partitions land.")
     data_store: Path | None = Field(None, description="Content-addressed dataset snapshots.")
     model_store: Path | None = Field(None, description="Registered model versions.")
+    quarantine_dir: Path | None = Field(None, description="Batches that failed validation, with their reports.")
     server_host: str = Field("127.0.0.1", description="Address the local Prefect server binds.")
     server_port: int = Field(4200, description="Port of the local Prefect server (API and UI).")
     prefect_api_url: str | None = Field(None, description="Prefect API; default: the local server.")
     worker_pools: list[str] = Field(["cpu"], description="Pools `conveyor up` starts a local process worker for.")
     worker_poll_seconds: int = Field(2, description="How often local workers ask for work (Prefect's default is 10 s).")
     startup_timeout_s: float = Field(90.0, description="How long to wait for the server.")
+    # Validation thresholds: what the statistics report as warnings, and when a landed file counts as complete.
+    psi_warning: float = Field(0.2, description="Population stability index of a feature above which it is reported.")
+    null_share_warning: float = Field(
+        0.01, description="Share of nulls in a column, above the reference's, that is reported."
+    )
+    landing_settle_s: float = Field(
+        1.0, description="A landed file modified this recently is watched this long; if it grows, it is still landing."
+    )
+    future_tolerance_s: float = Field(
+        300.0, description="How far past now a reading's timestamp may lie (clock skew) before it is refused."
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -73,6 +85,11 @@ class ConveyorSettings(BaseSettings):
     def default_model_store(self) -> Path:
         """Model store used when none is configured."""
         return self.model_store or self.state_dir / "models"
+
+    @property
+    def default_quarantine_dir(self) -> Path:
+        """Quarantine area used when none is configured."""
+        return self.quarantine_dir or self.state_dir / "quarantine"
 
     def prefect_env(self) -> dict[str, str]:
         """Environment that points Prefect clients, servers and workers at this installation."""

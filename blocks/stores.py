@@ -23,6 +23,11 @@ class ConveyorStores(Block):
     landing_dir: str = Field(description="Folder where new telemetry partitions land.")
     data_store: str = Field(description="Folder of content-addressed dataset snapshots.")
     model_store: str = Field(description="Folder of registered model versions.")
+    # A default, so that blocks saved before quarantine existed still load.
+    quarantine_dir: str = Field(
+        default_factory=lambda: str(get_settings().default_quarantine_dir),
+        description="Folder where batches that failed validation are kept, with their reports.",
+    )
 
     @classmethod
     def from_settings(cls, settings: ConveyorSettings | None = None) -> ConveyorStores:
@@ -32,6 +37,7 @@ class ConveyorStores(Block):
             landing_dir=str(settings.default_landing_dir),
             data_store=str(settings.default_data_store),
             model_store=str(settings.default_model_store),
+            quarantine_dir=str(settings.default_quarantine_dir),
         )
 
     @classmethod
@@ -58,3 +64,8 @@ class ConveyorStores(Block):
     def model_path(self) -> Path:
         """The model store as a path."""
         return Path(self.model_store)
+
+    @property
+    def quarantine_path(self) -> Path:
+        """The quarantine area as a path."""
+        return Path(self.quarantine_dir)

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -22,6 +22,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+# `conveyor validate`: exit status of a file that cannot be read at all (1 means read, and invalid).
+_UNREADABLE = 2
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
@@ -229,6 +231,43 @@ def edge_run(
     _print(summary, as_json, text)
 
 
+@app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(help="A parquet batch to check where it lies; it is never moved.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Check a batch against the contract: exit 0 if valid, 1 if invalid, 2 if it cannot be read at all."""
+    import tempfile
+
+    from blocks.stores import ConveyorStores
+    from tasks.data import Snapshot
+    from tasks.files import sha256_file
+    from tasks.quarantine import report_folder
+    from tasks.statistics import find_reference
+    from tasks.validation import check_batch, write_report
+
+    if not path.is_file():
+        _fail(f"cannot read {path}: {'it is a directory' if path.is_dir() else 'no such file'}.", _UNREADABLE)
+    try:
+        batch = Snapshot(sha256=sha256_file(path), path=str(path), source=str(path), size_bytes=path.stat().st_size)
+    except OSError as error:
+        _fail(f"cannot read {path}: {error.strerror or error}.", _UNREADABLE)
+    stores = ConveyorStores.resolve()
+    with tempfile.TemporaryDirectory(prefix="conveyor-data-docs-") as docs:
+        report = check_batch(batch, find_reference(stores.model_path, stores.data_path), Path(docs))
+        report = write_report(
+            report.model_copy(update={"data_docs": docs}), report_folder(stores.data_path, batch.sha256)
+        )
+    outcome = {"passed": report.passed, "summary": report.summary(), "report": report.report_dir, **report.model_dump()}
+    if not report.readable and not as_json:
+        _fail(f"{report.summary()} Report: {report.report_dir}", _UNREADABLE)
+    _print(outcome, as_json, f"{report.summary()}\nReport: {report.report_dir}/report.md")
+    if not report.readable:
+        raise typer.Exit(_UNREADABLE)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
 def _parse_params(pairs: list[str]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for pair in pairs:
@@ -262,6 +301,6 @@ def main() -> None:
             flush_prefect_clients()
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     typer.secho(f"Error: {message}", err=True, fg="red")
-    sys.exit(1)
+    sys.exit(code)

@@ -11,14 +11,13 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from blocks.stores import ConveyorStores
+from flows.validate import validate
 from tasks.cluster import ClusterSpec
-from tasks.data import find_partition, find_snapshot, snapshot_partition
 from tasks.edge import EdgeTarget, build_edge_bundle, check_edge_accuracy, quantize_for_edge
 from tasks.evaluation import evaluate_model
 from tasks.export import ParityThresholds, check_onnx_parity, export_onnx
 from tasks.registry import Candidate, RegisteredVersion, register_model_version, reserve_model_version
 from tasks.training import TrainingParams, train_model
-from tasks.validation import require_valid, validate_snapshot
 
 DEFAULT_MODEL_NAME = "failure-predictor"
 DEFAULT_TRAINING = TrainingParams()
@@ -56,11 +55,8 @@ def refit(
     """Snapshot, validate, train, evaluate, export to ONNX and edge bundles, and register a new model version."""
     stores = ConveyorStores.resolve()
     run_id = str(flow_run.id or "local")
-    if snapshot:
-        data = find_snapshot(stores.data_path, snapshot)
-    else:
-        data = snapshot_partition(find_partition(stores.landing_path, day, partition), stores.data_path)
-    require_valid(validate_snapshot(data))
+    # A subflow: the batch is checked, and kept or quarantined, exactly as `validate` does; it raises if invalid.
+    data = validate(partition=partition, day=day, snapshot=snapshot, model_name=model_name)
     staged = reserve_model_version(stores.model_path, model_name, run_id)
     workdir = Path(staged.staging)
     model = train_model(data, training, workdir, cluster)

@@ -1,16 +1,19 @@
-"""The validate flow: snapshot a landed partition, check its contract, announce the verdict."""
+"""The validate flow: check a landed partition or a snapshot, keep it or quarantine it, report and announce."""
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Annotated
 
 from prefect import flow
 from pydantic import Field
 
 from blocks.stores import ConveyorStores
-from tasks.data import Snapshot, find_partition, snapshot_partition
-from tasks.validation import announce_validation, require_valid, validate_snapshot
+from tasks.data import Snapshot, find_partition, find_snapshot, snapshot_partition
+from tasks.quarantine import quarantine_batch, report_folder
+from tasks.statistics import find_training_reference
+from tasks.validation import announce_validation, inspect_landed_file, publish_report, require_valid, validate_snapshot
 
 
 @flow(name="validate")
@@ -21,11 +24,26 @@ def validate(
     day: Annotated[
         dt.date | None, Field(description="Day of the landed partition; used when partition is empty.")
     ] = None,
+    snapshot: Annotated[
+        str | None, Field(description="SHA-256 of a snapshot in the data store to re-check; overrides both.")
+    ] = None,
+    model_name: Annotated[
+        str | None, Field(description="Model whose newest version's data is the reference; empty: any model.")
+    ] = None,
 ) -> Snapshot:
-    """Snapshot a landed partition and check it against the telemetry contract; emits conveyor.validation.*."""
+    """Validate a batch with pandera and Great Expectations; snapshot it if valid, quarantine it if not."""
     stores = ConveyorStores.resolve()
-    snapshot = snapshot_partition(find_partition(stores.landing_path, day, partition), stores.data_path)
-    report = validate_snapshot(snapshot)
-    announce_validation(snapshot, report)
+    if snapshot:
+        batch = find_snapshot(stores.data_path, snapshot)
+    else:
+        batch = inspect_landed_file(find_partition(stores.landing_path, day, partition), stores.landing_path)
+    report = validate_snapshot(batch, find_training_reference(stores.model_path, stores.data_path, model_name))
+    if report.passed:
+        kept = batch if snapshot else snapshot_partition(Path(batch.path), stores.data_path)
+        folder = report_folder(stores.data_path, batch.sha256)
+    else:
+        kept, folder = batch, quarantine_batch(batch, stores.quarantine_path)
+    report = publish_report(report, folder)
+    announce_validation(kept, report)
     require_valid(report)
-    return snapshot
+    return kept

@@ -1,31 +1,76 @@
-"""Data contract of landed telemetry, enforced with pandera before anything trains on it."""
+"""Data contract of landed telemetry, enforced with pandera and Great Expectations before anything trains on it.
+
+Each engine checks the whole contract; a batch passes only when both pass. What each cannot express:
+- Great Expectations (tasks/contracts/telemetry.json): timestamps increasing per machine (no grouped expectations),
+  and the dtype of string columns (pandas 3's ``str`` dtype matches no GX type name; they are checked by value).
+- pandera: everything here, but it renders no HTML; the Data Docs written next to each report come from GX.
+Statistics against the training reference (tasks/statistics.py) are reported as warnings, never failed.
+"""
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow as pa_arrow
 from pandera.errors import SchemaErrors
 from pandera.typing import Series
 from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel
 
+from blocks.settings import ConveyorSettings, get_settings
 from tasks.data import Snapshot, read_snapshot
 from tasks.events import emit_validation
+from tasks.expectations import run_suite
+from tasks.files import sha256_file, write_text_atomically
+from tasks.statistics import StatisticWarning, statistic_warnings
 from tasks.synthetic import LABEL, MACHINE_MODELS
 
-# How many failing checks the error message names; the full list is in the failure cases.
+# How many failing checks the error message names; the full list is in the report.
 _TOP_FAILURES = 5
+# Rows of the table artifact; a very wide batch can fail thousands of column checks.
+_TABLE_ROWS = 200
 _COLUMN_PRESENCE_CHECKS = ("column_in_dataframe", "column_in_schema")
+# An idle machine (rpm 0) vibrates at most this much: more means a sensor is mislabelled or stuck.
+IDLE_VIBRATION_MAX = 0.05
+_CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
+_TIMESTAMPS_INCREASE = "timestamps_increase_per_machine"
+_IDLE_IS_STILL = f"idle_vibration_at_most_{IDLE_VIBRATION_MAX}"
+# Row checks see every column; pandera reports a failing row once per column, so each is blamed on the one that matters.
+_ROW_CHECK_BLAME = {_TIMESTAMPS_INCREASE: "timestamp", _IDLE_IS_STILL: "vibration"}
+REPORT_JSON = "report.json"
+REPORT_MARKDOWN = "report.md"
+DATA_DOCS = "data-docs"
 
 
 class DataValidationError(ValueError):
     """A batch broke the telemetry contract."""
 
 
+class LandingError(ValueError):
+    """A landed path is not a complete file inside the landing folder, so it is left where it is."""
+
+
+class UnreadableBatchError(ValueError):
+    """A batch's bytes are not a parquet table."""
+
+
+def latest_allowed_timestamp(settings: ConveyorSettings | None = None) -> pd.Timestamp:
+    """The latest timestamp a reading may carry: now, plus the allowance for clock skew."""
+    return pd.Timestamp.now() + pd.Timedelta(seconds=(settings or get_settings()).future_tolerance_s)
+
+
 class TelemetrySchema(pa.DataFrameModel):
     """One telemetry reading per machine and timestamp."""
 
-    machine_id: Series[str] = pa.Field(str_matches=r"^M-\d{5}$")
+    machine_id: Series[str] = pa.Field(str_matches=r"^M-\d{5,}$")
     timestamp: Series[pd.Timestamp] = pa.Field()
     machine_model: Series[str] = pa.Field(isin=list(MACHINE_MODELS))
     age_days: Series[int] = pa.Field(ge=0, le=20 * 365)
@@ -36,6 +81,27 @@ class TelemetrySchema(pa.DataFrameModel):
     voltage: Series[float] = pa.Field(ge=100, le=400)
     failure_within_7d: Series[int] = pa.Field(isin=[0, 1], alias=LABEL)
 
+    @pa.check("timestamp", name="not_in_the_future")
+    def _not_in_the_future(cls, timestamps: pd.Series) -> pd.Series:
+        return timestamps <= latest_allowed_timestamp()
+
+    @pa.dataframe_check(name="has_rows")
+    def _has_rows(cls, frame: pd.DataFrame) -> bool:
+        return len(frame) > 0
+
+    @pa.check("machine_id", "machine_model", name="no_control_characters")
+    def _no_control_characters(cls, texts: pd.Series) -> pd.Series:
+        return ~texts.astype("string").str.contains(_CONTROL_CHARACTERS).fillna(False).astype(bool)
+
+    @pa.dataframe_check(name=_TIMESTAMPS_INCREASE)
+    def _timestamps_increase(cls, frame: pd.DataFrame) -> pd.Series:
+        step = frame.groupby("machine_id", sort=False, observed=True)["timestamp"].diff()
+        return step.isna() | (step > pd.Timedelta(0))
+
+    @pa.dataframe_check(name=_IDLE_IS_STILL)
+    def _idle_machines_are_still(cls, frame: pd.DataFrame) -> pd.Series:
+        return (frame["rpm"] != 0) | (frame["vibration"] <= IDLE_VIBRATION_MAX)
+
     class Config:
         """Exactly these columns, each reading once."""
 
@@ -44,15 +110,23 @@ class TelemetrySchema(pa.DataFrameModel):
         unique = ["machine_id", "timestamp"]
 
 
+def _categories_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Categorical columns as pandas' string dtype: the contract checks their values, not how they are stored."""
+    categorical = [c for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
+    return frame.astype(dict.fromkeys(categorical, "str")) if categorical else frame
+
+
 def contract_violations(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every failing check (lazy validation), one row per check and column; empty when valid."""
+    """Every failing pandera check (lazy validation), one row per check and column; empty when valid."""
     try:
-        TelemetrySchema.validate(frame.astype({"machine_model": "object"}, errors="ignore"), lazy=True)
+        TelemetrySchema.validate(_categories_as_text(frame), lazy=True)
     except SchemaErrors as errors:
         cases = errors.failure_cases
         # For missing or unexpected columns the failure case is the column's name: report it as the column.
         about_columns = cases["check"].isin(_COLUMN_PRESENCE_CHECKS)
         cases["column"] = cases["column"].where(~about_columns, cases["failure_case"]).fillna("(whole table)")
+        blamed = cases["check"].map(_ROW_CHECK_BLAME)
+        cases = cases[blamed.isna() | (cases["column"] == blamed)]
         return (
             cases.groupby(["check", "column"], dropna=False, sort=False)
             .agg(failing_rows=("index", "size"), examples=("failure_case", lambda s: [str(v) for v in s.head(3)]))
@@ -63,8 +137,9 @@ def contract_violations(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 class Violation(BaseModel):
-    """One failing check on one column."""
+    """One failing check on one column, as one engine saw it."""
 
+    engine: str = "pandera"
     check: str
     column: str
     failing_rows: int
@@ -72,40 +147,192 @@ class Violation(BaseModel):
 
 
 class ValidationReport(BaseModel):
-    """The verdict on one snapshot and every check it failed."""
+    """The verdict on one batch: every check it failed, and the statistics worth a look."""
 
     snapshot_sha256: str
+    source: str = ""
     rows: int
+    readable: bool = True
     violations: list[Violation]
+    warnings: list[StatisticWarning] = []
+    reference_sha256: str | None = None
+    report_dir: str | None = None
+    data_docs: str | None = None
 
     @property
     def passed(self) -> bool:
-        """Whether the snapshot honours the contract."""
-        return self.rows > 0 and not self.violations
+        """Whether the batch honours the contract in both engines."""
+        return self.readable and self.rows > 0 and not self.violations
+
+    def engine_passed(self, engine: str) -> bool:
+        """Whether one engine found nothing wrong."""
+        return self.readable and not any(v.engine == engine for v in self.violations)
+
+    @property
+    def name(self) -> str:
+        """How messages name the batch: its file and the start of its hash."""
+        return f"Batch {Path(self.source).name or 'snapshot'} ({self.snapshot_sha256[:12]})"
 
     def summary(self) -> str:
         """One sentence naming the verdict and the top failures."""
-        name = f"Snapshot {self.snapshot_sha256[:12]}"
+        if not self.readable:
+            return f"{self.name} cannot be read: {self.violations[0].examples[0]}"
         if self.passed:
-            return f"{name} is valid: {self.rows} rows."
+            drift = f" {len(self.warnings)} statistics warnings: {self._warnings_text()}." if self.warnings else ""
+            return f"{self.name} is valid: {self.rows} rows.{drift}"
         if self.rows == 0:
-            return f"{name} has no rows."
+            return f"{self.name} has no rows."
         top = "; ".join(f"{v.check} on {v.column} ({v.failing_rows} rows)" for v in self.violations[:_TOP_FAILURES])
-        return f"{name} broke the telemetry contract in {len(self.violations)} checks: {top}."
+        return f"{self.name} broke the telemetry contract in {len(self.violations)} checks: {top}."
+
+    def _warnings_text(self) -> str:
+        return "; ".join(f"{w.statistic} of {w.column} {w.value:.3f} > {w.threshold}" for w in self.warnings)
+
+    def table(self) -> list[dict[str, object]]:
+        """Rows of the table artifact: every failure, then every warning."""
+        rows: list[dict[str, object]] = [
+            {"kind": "failure", "engine": v.engine, "check": v.check, "column": v.column,
+             "failing rows": v.failing_rows, "examples": ", ".join(v.examples)}
+            for v in self.violations
+        ]  # fmt: skip
+        rows += [
+            {"kind": "warning", "engine": "statistics", "check": f"{w.statistic} > {w.threshold}", "column": w.column,
+             "failing rows": "", "examples": f"{w.value:.4f}"}
+            for w in self.warnings
+        ]  # fmt: skip
+        return rows or [{"kind": "pass", "engine": "pandera, great_expectations", "check": "all", "column": "",
+                         "failing rows": 0, "examples": ""}]  # fmt: skip
+
+    def markdown(self) -> str:
+        """The report a person reads: verdict, both engines, failures, statistics, where the files are."""
+        verdict = "PASSED" if self.passed else "FAILED"
+        engines = ", ".join(
+            f"{e} {'passed' if self.engine_passed(e) else 'failed'}" for e in ("pandera", "great_expectations")
+        )
+        lines = [
+            f"# Validation {verdict}: {self.name}",
+            "",
+            self.summary(),
+            "",
+            f"- source: `{self.source}`",
+            f"- sha256: `{self.snapshot_sha256}`",
+            f"- rows: {self.rows}",
+            f"- engines: {engines}",
+            f"- reference: {f'`{self.reference_sha256}`' if self.reference_sha256 else 'none (no model registered)'}",
+        ]
+        if self.report_dir:
+            lines.append(f"- report: `{self.report_dir}`")
+        if self.data_docs:
+            lines.append(f"- Great Expectations Data Docs: `{self.data_docs}/index.html`")
+        lines += ["", "| kind | engine | check | column | failing rows | examples |", "|---|---|---|---|---|---|"]
+        cells = [[str(v).replace("|", "\\|").replace("\n", " ") for v in row.values()] for row in self.table()]
+        lines += ["| " + " | ".join(c) + " |" for c in cells[:_TABLE_ROWS]]
+        return "\n".join(lines) + "\n"
+
+
+def read_batch(path: Path) -> pd.DataFrame:
+    """A batch's rows; UnreadableBatchError with the reader's reason when its bytes are not a parquet table."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, pa_arrow.ArrowException) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UnreadableBatchError(f"{path.name} is not a readable parquet file ({reason}).") from None
+
+
+def check_batch(batch: Snapshot, reference: Snapshot | None = None, docs_dir: Path | None = None) -> ValidationReport:
+    """Judge a batch with both engines and compare it with the reference; GX Data Docs go to ``docs_dir``."""
+    settings = get_settings()
+    report = ValidationReport(snapshot_sha256=batch.sha256, source=batch.source, rows=0, violations=[])
+    try:
+        frame = read_batch(Path(batch.path))
+    except UnreadableBatchError as error:
+        unreadable = Violation(engine="reader", check="readable parquet", column="(file)", failing_rows=0,
+                               examples=[str(error)])  # fmt: skip
+        return report.model_copy(update={"readable": False, "violations": [unreadable]})
+    # The engines only read the frame; GX runs beside pandera, and the reference is read meanwhile, as most of their
+    # work is in pandas and pyarrow kernels that release the GIL.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        gx = pool.submit(run_suite, frame, latest_allowed_timestamp(settings), docs_dir)
+        baseline = pool.submit(_read_reference, reference)
+        pandera = [Violation.model_validate(row) for row in contract_violations(frame).to_dict("records")]
+        expectations = [Violation(engine="great_expectations", **failure) for failure in gx.result()]
+        warnings = statistic_warnings(frame, baseline.result(), settings.psi_warning, settings.null_share_warning)
+    return report.model_copy(
+        update={
+            "rows": len(frame),
+            "violations": sorted(pandera + expectations, key=lambda v: -v.failing_rows),
+            "warnings": warnings,
+            "reference_sha256": reference.sha256 if baseline.result() is not None and reference else None,
+        }
+    )
+
+
+def _read_reference(reference: Snapshot | None) -> pd.DataFrame | None:
+    if reference is None:
+        return None
+    try:
+        return read_snapshot(reference)
+    except (OSError, ValueError, pa_arrow.ArrowException):
+        return None  # a reference that cannot be read only costs the statistics
+
+
+def write_report(report: ValidationReport, folder: Path) -> ValidationReport:
+    """Write report.json, report.md and the Data Docs rendered so far into ``folder``; returns the report naming it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rendered = Path(report.data_docs) if report.data_docs else None
+    docs = None
+    if rendered is not None and rendered.is_dir() and rendered != folder / DATA_DOCS:
+        docs = shutil.copytree(rendered, folder / DATA_DOCS, dirs_exist_ok=True)
+        shutil.rmtree(rendered, ignore_errors=True)  # the temporary rendering; its copy is in the report folder
+    report = report.model_copy(update={"report_dir": str(folder), "data_docs": str(docs) if docs else None})
+    write_text_atomically(folder / REPORT_JSON, json.dumps(report.model_dump(), indent=2))
+    write_text_atomically(folder / REPORT_MARKDOWN, report.markdown())
+    return report
+
+
+@task(name="Check landed file")
+def inspect_landed_file(path: Path, landing_dir: Path) -> Snapshot:
+    """Refuse a path outside the landing folder, a non-file, or a file still being written; hash the rest."""
+    settle_s = get_settings().landing_settle_s
+    resolved, landing = path.resolve(), landing_dir.resolve()
+    if not resolved.is_relative_to(landing):
+        raise LandingError(f"{path} is outside the landing folder {landing}; land it there first.")
+    if not resolved.is_file():
+        raise LandingError(f"{path} is not a regular file; a batch is one parquet file.")
+    before = resolved.stat()
+    if time.time() - before.st_mtime < settle_s:
+        # Recently modified: watch it for a moment, and leave it alone if it is still growing.
+        time.sleep(settle_s)
+        after = resolved.stat()
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            raise LandingError(
+                f"{path.name} is still being written ({before.st_size} then {after.st_size} bytes within "
+                f"{settle_s:g} s); it is left in place, validate it once it is complete."
+            )
+    return Snapshot(sha256=sha256_file(resolved), path=str(resolved), source=str(resolved), size_bytes=before.st_size)
 
 
 @task(name="Validate snapshot")
-def validate_snapshot(snapshot: Snapshot) -> ValidationReport:
-    """Check a snapshot against the telemetry contract and report every failing check."""
-    frame = read_snapshot(snapshot)
-    violations = contract_violations(frame) if len(frame) else pd.DataFrame()
-    report = ValidationReport(
-        snapshot_sha256=snapshot.sha256,
-        rows=len(frame),
-        violations=[Violation.model_validate(row) for row in violations.to_dict("records")],
-    )
+def validate_snapshot(snapshot: Snapshot, reference: Snapshot | None = None) -> ValidationReport:
+    """Check a batch against the contract with pandera and Great Expectations, and against the reference."""
+    docs = Path(tempfile.mkdtemp(prefix="conveyor-data-docs-"))
+    report = check_batch(snapshot, reference, docs).model_copy(update={"data_docs": str(docs)})
     get_run_logger().info(report.summary())
     return report
+
+
+@task(name="Publish validation report")
+def publish_report(report: ValidationReport, folder: Path) -> ValidationReport:
+    """Write the report and its Data Docs into ``folder``, and show it as table and markdown artifacts."""
+    published = write_report(report, folder)
+    create_table_artifact(
+        table=published.table()[:_TABLE_ROWS],
+        key="validation-checks",
+        description=f"{published.name}: failing checks and statistics warnings",
+    )
+    create_markdown_artifact(markdown=published.markdown(), key="validation-report", description=published.summary())
+    get_run_logger().info("Validation report: %s", folder / REPORT_MARKDOWN)
+    return published
 
 
 @task(name="Announce validation result")
@@ -115,7 +342,13 @@ def announce_validation(snapshot: Snapshot, report: ValidationReport) -> None:
         report.passed,
         snapshot.sha256,
         snapshot.source,
-        {"rows": report.rows, "summary": report.summary(), "failed_checks": len(report.violations)},
+        {
+            "rows": report.rows,
+            "summary": report.summary(),
+            "failed_checks": len(report.violations),
+            "warnings": len(report.warnings),
+            "report": report.report_dir,
+        },
     )
 
 

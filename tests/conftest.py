@@ -5,16 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import re
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 
 # Prefect reads its settings when first imported, so the whole session's environment is set
@@ -44,7 +46,7 @@ from tasks.edge import EdgeTarget, build_edge_bundle, check_edge_accuracy, quant
 from tasks.evaluation import evaluate_model  # noqa: E402
 from tasks.export import ParityThresholds, check_onnx_parity, export_onnx  # noqa: E402
 from tasks.registry import Candidate, RegisteredVersion, register_model_version, reserve_model_version  # noqa: E402
-from tasks.synthetic import generate_telemetry, write_partition  # noqa: E402
+from tasks.synthetic import LABEL, generate_telemetry, write_partition  # noqa: E402
 from tasks.training import TrainedModel, TrainingParams, train_model  # noqa: E402
 
 # Small enough to train in seconds, large enough (200+ machines) for a stable held-out AUC.
@@ -154,3 +156,94 @@ def register_candidate(
     shutil.rmtree(staged.staging)
     shutil.copytree(candidate[0], staged.staging)
     return register_model_version(staged, candidate[1], run_id)
+# A corpus of bad batches: each writes its damage to the given path; the test names the check that must catch it.
+CORPUS_DAY = dt.date(2026, 3, 3)
+
+
+def _clean() -> pd.DataFrame:
+    return generate_telemetry(480, CORPUS_DAY)
+
+
+def _parquet(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], object]:
+    return lambda path: change(_clean()).to_parquet(path, index=False)
+
+
+def _set(column: str, value: float | str, rows: slice = slice(0, 3)) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def change(frame: pd.DataFrame) -> pd.DataFrame:
+        frame[column] = frame[column].astype(object) if isinstance(value, str) else frame[column]
+        frame.loc[frame.index[rows], column] = value
+        return frame
+
+    return change
+
+
+def _truncated(path: Path) -> None:
+    _clean().to_parquet(path, index=False)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _scrambled(path: Path) -> None:
+    _clean().to_parquet(path, index=False)
+    data = bytearray(path.read_bytes())
+    data[8:-8] = bytes(len(data) - 16)  # keeps the PAR1 magic at both ends, zeroes everything between
+    path.write_bytes(bytes(data))
+
+
+def _out_of_order(frame: pd.DataFrame) -> pd.DataFrame:
+    first = frame[frame["machine_id"] == frame["machine_id"].iloc[0]].index
+    frame.loc[first[:2], "timestamp"] = frame.loc[first[:2], "timestamp"].to_numpy()[::-1]
+    return frame
+
+
+def _idle_but_vibrating(frame: pd.DataFrame) -> pd.DataFrame:
+    frame.loc[frame.index[:2], "rpm"] = 0.0
+    frame.loc[frame.index[:2], "vibration"] = 3.0
+    return frame
+
+
+# name: (write the bad batch, what the report must name: a check (substring), or None for an unreadable file)
+BAD_BATCHES: dict[str, tuple[Callable[[Path], object], str | None]] = {
+    "empty table": (lambda p: pd.DataFrame().to_parquet(p), "has_rows"),
+    "zero rows": (_parquet(lambda f: f.head(0)), "has_rows"),
+    "zero-byte file": (lambda p: p.write_bytes(b""), None),
+    "truncated parquet": (_truncated, None),
+    "corrupt parquet": (_scrambled, None),
+    "CSV renamed .parquet": (lambda p: _clean().to_csv(p, index=False), None),
+    "missing column": (_parquet(lambda f: f.drop(columns="voltage")), "column_in_dataframe on voltage"),
+    "extra column": (_parquet(lambda f: f.assign(operator="alice")), "column_in_schema on operator"),
+    "wrong dtype": (_parquet(lambda f: f.astype({"age_days": "float64"})), "dtype('int64') on age_days"),
+    "all-null column": (_parquet(lambda f: f.assign(pressure=float("nan"))), "not_nullable on pressure"),
+    "NaN in a sensor": (_parquet(_set("vibration", float("nan"))), "not_nullable on vibration"),
+    "+inf in a sensor": (_parquet(_set("temperature", float("inf"))), "less_than_or_equal_to(150) on temperature"),
+    "-inf in a sensor": (_parquet(_set("pressure", float("-inf"))), "greater_than_or_equal_to(0) on pressure"),
+    "negative rpm": (_parquet(_set("rpm", -5.0)), "greater_than_or_equal_to(0) on rpm"),
+    "timestamps in the future": (
+        lambda p: generate_telemetry(480, dt.date(2099, 1, 1)).to_parquet(p, index=False),
+        "not_in_the_future on timestamp",
+    ),
+    "unparsable timestamps": (
+        _parquet(lambda f: f.assign(timestamp=f["timestamp"].astype(str).str.replace("-", "/") + "Z?")),
+        "on timestamp",
+    ),
+    "timestamps out of order": (_parquet(_out_of_order), "timestamps_increase_per_machine"),
+    "duplicated keys": (_parquet(lambda f: pd.concat([f, f.head(4)])), "multiple_fields_uniqueness"),
+    "unknown machine model": (_parquet(_set("machine_model", "ZX-999")), "isin"),
+    "label outside {0, 1}": (_parquet(_set(LABEL, 2)), "isin([0, 1]) on failure_within_7d"),
+    "control characters": (_parquet(_set("machine_id", "M-00001\x1b[2J")), "no_control_characters on machine_id"),
+    "idle machine vibrating": (_parquet(_idle_but_vibrating), "idle_vibration_at_most"),
+    "very wide row": (
+        _parquet(
+            lambda f: pd.concat([f, pd.DataFrame(1.0, index=f.index, columns=[f"x{i}" for i in range(2000)])], axis=1)
+        ),
+        "column_in_schema on x1999",
+    ),
+}
+
+
+@pytest.fixture(params=sorted(BAD_BATCHES))
+def bad_batch(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Path, str | None]:
+    """One bad batch of the corpus, written under tmp_path: its name, its file and the check that must catch it."""
+    write, expected = BAD_BATCHES[request.param]
+    path = tmp_path / f"telemetry-bad-{re.sub(r'[^a-z0-9]+', '-', request.param.lower()).strip('-')}.parquet"
+    write(path)
+    return request.param, path, expected

@@ -1,0 +1,44 @@
+"""Where reports live, and the quarantine: failing batches are moved aside by content hash, never deleted."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from tasks.data import Snapshot
+from tasks.files import sha256_file, write_atomically
+
+
+def quarantine_folder(quarantine_dir: Path, sha256: str) -> Path:
+    """The quarantine folder of a batch: its bytes under their original name, and its report."""
+    return quarantine_dir / sha256[:2] / sha256
+
+
+def report_folder(data_store: Path, sha256: str) -> Path:
+    """Where the validation report of a passing batch is kept in the data store."""
+    return data_store / "reports" / sha256[:2] / sha256
+
+
+@task(name="Quarantine batch")
+def quarantine_batch(batch: Snapshot, quarantine_dir: Path) -> Path:
+    """Move a failing batch into the quarantine under its hash, out of every pipeline's reach; returns its folder."""
+    source = Path(batch.path)
+    folder = quarantine_folder(quarantine_dir, batch.sha256)
+    target = folder / source.name
+    folder.mkdir(parents=True, exist_ok=True)
+    if target.is_file() and sha256_file(target) == batch.sha256:
+        source.unlink()  # the same bytes are already quarantined: this copy adds nothing
+    else:
+        try:
+            source.rename(target)
+        except OSError as error:
+            if error.errno != errno.EXDEV:
+                raise
+            # Another file system: copy under a temporary name, rename into place, then remove the original.
+            write_atomically(target, lambda tmp: shutil.copyfile(source, tmp))
+            source.unlink()
+    get_run_logger().warning("Quarantined %s in %s", source, folder)
+    return folder
