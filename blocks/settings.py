@@ -31,6 +31,12 @@ class ConveyorSettings(BaseSettings):
     worker_pools: list[str] = Field(["cpu"], description="Pools `conveyor up` starts a local process worker for.")
     worker_poll_seconds: int = Field(2, description="How often local workers ask for work (Prefect's default is 10 s).")
     startup_timeout_s: float = Field(90.0, description="How long to wait for the server.")
+    watch_url: str | None = Field(
+        None, description="fsspec URL the landing watcher polls (e.g. s3://bucket/in); default: the landing folder."
+    )
+    watch_poll_seconds: float = Field(
+        1.0, description="How often the landing watcher lists the landing zone; a file must look the same twice."
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -58,6 +64,11 @@ class ConveyorSettings(BaseSettings):
     def log_dir(self) -> Path:
         """Logs of the server and workers `conveyor up` started."""
         return self.state_dir / "logs"
+
+    @property
+    def watcher_state_file(self) -> Path:
+        """The partitions the landing watcher already announced (survives restarts)."""
+        return self.state_dir / "watcher" / "announced.json"
 
     @property
     def default_landing_dir(self) -> Path:
