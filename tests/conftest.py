@@ -111,3 +111,25 @@ def wait_for_event(name: str, resource_id: str, timeout_s: float = 30.0) -> dict
             return dict(found[0])
         time.sleep(0.5)
     raise AssertionError(f"no {name} event about {resource_id} within {timeout_s:.0f} s")
+
+
+def quiesce_stack() -> None:
+    """Cancel every unfinished run that is due (freeing deployment concurrency slots), then stop workers and watcher.
+
+    Runs scheduled for later (the nightly cron) are left alone.
+    """
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelled
+
+    unfinished = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
+    now = dt.datetime.now(dt.UTC)
+    with get_client(sync_client=True) as client:
+        for run in client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished)))
+        ):
+            if run.state_type == StateType.SCHEDULED and run.expected_start_time and run.expected_start_time > now:
+                continue
+            client.set_flow_run_state(run.id, Cancelled(message="The test module that started it ended."), force=True)
+    stack.stop_all(SETTINGS, keep_server=True)
