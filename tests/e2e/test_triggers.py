@@ -120,7 +120,7 @@ def test_ten_partitions_at_once_start_ten_validations_and_one_refit(
 def test_refit_has_a_nightly_utc_cron_that_the_server_schedules(live_stack: dict[str, Any]) -> None:
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("refit/default")
-    assert deployment.concurrency_limit == 1
+    assert deployment.global_concurrency_limit and deployment.global_concurrency_limit.limit == 1
     assert deployment.concurrency_options and deployment.concurrency_options.collision_strategy == "ENQUEUE"
     [schedule] = deployment.schedules
     assert schedule.active
@@ -135,6 +135,26 @@ def test_refit_has_a_nightly_utc_cron_that_the_server_schedules(live_stack: dict
     starts = sorted(r.expected_start_time for r in scheduled if r.expected_start_time)
     assert starts[0] > now
     assert all((s.hour, s.minute) == (2, 0) for s in (t.astimezone(dt.UTC) for t in starts))
+
+
+def test_two_refits_asked_for_at_once_run_one_after_the_other(
+    live_stack: dict[str, Any], landed_partition: Path
+) -> None:
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("refit/default")
+        made = [
+            client.create_flow_run_from_deployment(
+                deployment.id, parameters={"partition": landed_partition.name, "training": QUICK_TRAINING}
+            ).id
+            for _ in range(2)
+        ]
+    done = wait_for(
+        "both refits finished", lambda: finished([r for r in runs_of("refit/default") if r.id in made]), count=2,
+        timeout_s=420,
+    )  # fmt: skip
+    assert {r.state_type for r in done} == {StateType.COMPLETED}
+    first, second = sorted(done, key=lambda r: r.start_time or dt.datetime.max.replace(tzinfo=dt.UTC))
+    assert first.end_time and second.start_time and second.start_time >= first.end_time
 
 
 def test_a_run_sent_to_the_gpu_pool_waits_for_a_gpu_worker(
@@ -159,3 +179,17 @@ def test_a_run_sent_to_the_gpu_pool_waits_for_a_gpu_worker(
         done = client.read_flow_run(run.id)
     assert done.state_type == StateType.COMPLETED
     assert str(run.id) in gpu_worker.stdout + gpu_worker.stderr
+
+
+def test_every_deployment_has_a_described_typed_form_tags_a_pool_and_job_variables(live_stack: dict[str, Any]) -> None:
+    with get_client(sync_client=True) as client:
+        deployments = client.read_deployments()
+    assert {d.name for d in deployments} >= {"default", "gpu"}
+    for deployment in deployments:
+        assert deployment.description and deployment.tags and deployment.work_pool_name in {"cpu", "gpu", "edge"}
+        assert deployment.job_variables and deployment.job_variables["env"]["OMP_NUM_THREADS"]
+        properties = (deployment.parameter_openapi_schema or {}).get("properties", {})
+        assert properties
+        for name, field in properties.items():
+            assert field.get("description"), f"{deployment.name}: parameter {name} has no description"
+            assert "type" in field or "anyOf" in field or "allOf" in field or "$ref" in field, name
