@@ -7,6 +7,7 @@ idle watcher costs a directory listing per poll and nothing on the Prefect serve
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from types import FrameType
@@ -17,6 +18,7 @@ from pydantic import Field
 from blocks.settings import configure_prefect_env
 
 SETTINGS = configure_prefect_env()
+_LOG = logging.getLogger("conveyor.watcher")
 
 from prefect import flow, get_run_logger  # noqa: E402
 
@@ -51,11 +53,15 @@ def watch(stop: threading.Event, max_polls: int | None = None) -> None:
     previous: dict[str, FileSignature] = {}
     polls = 0
     while not stop.is_set() and (max_polls is None or polls < max_polls):
-        current = scan_landing(url)
-        if ready := complete_partitions(previous, current, state):
-            for landed in announce_landed_partitions({u: current[u] for u in ready}):
-                state.announced[landed.url] = landed
-            state.save(SETTINGS.watcher_state_file)  # after the events left, so a crash re-announces, never skips
+        try:
+            current = scan_landing(url)
+            if ready := complete_partitions(previous, current, state):
+                for landed in announce_landed_partitions({u: current[u] for u in ready}):
+                    state.announced[landed.url] = landed
+                state.save(SETTINGS.watcher_state_file)  # after the events left: a crash re-announces, never skips
+        except Exception as error:  # an unreachable store or API must not end the watcher; the next poll retries
+            _LOG.warning("Poll of %s failed, retrying: %s", url, error)
+            current = {}
         previous = current
         polls += 1
         stop.wait(SETTINGS.watch_poll_seconds)
