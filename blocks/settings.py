@@ -43,6 +43,12 @@ class ConveyorSettings(BaseSettings):
     future_tolerance_s: float = Field(
         300.0, description="How far past now a reading's timestamp may lie (clock skew) before it is refused."
     )
+    watch_url: str | None = Field(
+        None, description="fsspec URL the landing watcher polls (e.g. s3://bucket/in); default: the landing folder."
+    )
+    watch_poll_seconds: float = Field(
+        1.0, description="How often the landing watcher lists the landing zone; a file must look the same twice."
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -70,6 +76,11 @@ class ConveyorSettings(BaseSettings):
     def log_dir(self) -> Path:
         """Logs of the server and workers `conveyor up` started."""
         return self.state_dir / "logs"
+
+    @property
+    def watcher_state_file(self) -> Path:
+        """The partitions the landing watcher already announced (survives restarts)."""
+        return self.state_dir / "watcher" / "announced.json"
 
     @property
     def default_landing_dir(self) -> Path:

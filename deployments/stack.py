@@ -26,6 +26,10 @@ from deployments.errors import StackError
 WORK_POOLS = ("cpu", "gpu", "edge")
 DEPLOYMENTS_FILE = Path("deployments") / "prefect.yaml"
 _SERVER = "server"
+WATCHER = "watcher"
+WATCHER_MODULE = "flows.watch"
+# What a live process we started has in its command line (a pid file can outlive its process, and pids get reused).
+_OUR_COMMANDS = (b"prefect", WATCHER_MODULE.encode())
 _STOP_GRACE_S = 15.0
 
 
@@ -43,14 +47,14 @@ def _pid_file(settings: ConveyorSettings, name: str) -> Path:
 
 
 def _running_pid(settings: ConveyorSettings, name: str) -> int | None:
-    """The pid in a pid file if that process is alive and still a Prefect process we started."""
+    """The pid in a pid file if that process is alive and still a Prefect process (or the watcher) we started."""
     path = _pid_file(settings, name)
     try:
         pid = int(path.read_text().strip())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    return pid if b"prefect" in cmdline else None
+    return pid if any(marker in cmdline for marker in _OUR_COMMANDS) else None
 
 
 def _spawn(settings: ConveyorSettings, name: str, command: list[str]) -> int:
@@ -171,6 +175,19 @@ def start_workers(settings: ConveyorSettings) -> list[str]:
     return started
 
 
+def start_watcher(settings: ConveyorSettings) -> bool:
+    """Start the landing watcher (flows/watch.py) unless it already runs; True when it was started now."""
+    if _running_pid(settings, WATCHER):
+        return False
+    _spawn(settings, WATCHER, [sys.executable, "-m", WATCHER_MODULE])
+    return True
+
+
+def watcher_pid(settings: ConveyorSettings) -> int | None:
+    """The live landing watcher's pid, if `conveyor up` started one."""
+    return _running_pid(settings, WATCHER)
+
+
 def _started(settings: ConveyorSettings) -> Iterator[tuple[str, int]]:
     for path in sorted(settings.pid_dir.glob("*.pid")) if settings.pid_dir.is_dir() else ():
         pid = _running_pid(settings, path.stem)
@@ -186,9 +203,12 @@ def flush_prefect_clients(timeout_s: float = 5.0) -> None:
     EventsWorker.drain_all(timeout=timeout_s, at_exit=False)
 
 
-def stop_all(settings: ConveyorSettings) -> list[str]:
-    """Stop exactly the processes `start_*` recorded, workers before the server; returns their names."""
-    running = sorted(_started(settings), key=lambda item: item[0] == _SERVER)
+def stop_all(settings: ConveyorSettings, keep_server: bool = False) -> list[str]:
+    """Stop exactly the processes `start_*` recorded, workers and watcher before the server; returns their names."""
+    running = sorted(
+        ((name, pid) for name, pid in _started(settings) if not (keep_server and name == _SERVER)),
+        key=lambda item: item[0] == _SERVER,
+    )
     for _, pid in running:
         with suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)

@@ -12,7 +12,8 @@ from prefect.exceptions import ObjectNotFound
 from blocks.settings import ConveyorSettings
 from blocks.stores import ConveyorStores
 from deployments.errors import UnknownDeploymentError
-from deployments.stack import WORK_POOLS, server_healthy
+from deployments.stack import WORK_POOLS, server_healthy, watcher_pid
+from tasks.landing import WatcherState
 from tasks.registry import list_versions
 from tasks.synthetic import PARTITION_PREFIX
 
@@ -24,7 +25,7 @@ def _deployment_names() -> list[str]:
 
 
 def describe_status(settings: ConveyorSettings) -> dict[str, Any]:
-    """Server health, pools with their live workers, deployments, landing folder and model store."""
+    """Server health, pools and workers (each with its pool), deployments, landing folder and watcher, model store."""
     healthy = server_healthy(settings.api_url)
     report: dict[str, Any] = {"api_url": settings.api_url, "ui_url": settings.ui_url, "server_healthy": healthy}
     stores = ConveyorStores.resolve() if healthy else ConveyorStores.from_settings(settings)
@@ -35,6 +36,12 @@ def describe_status(settings: ConveyorSettings) -> dict[str, Any]:
         "partitions": len(landed),
         "newest": landed[-1].name if landed else None,
     }
+    report["watcher"] = {
+        "pid": watcher_pid(settings),
+        "watching": settings.watch_url or stores.landing_dir,
+        "announced": len(WatcherState.load(settings.watcher_state_file).announced),
+        "state_file": str(settings.watcher_state_file),
+    }
     report["model_store"] = {
         "path": stores.model_store,
         "versions": len(versions),
@@ -43,7 +50,7 @@ def describe_status(settings: ConveyorSettings) -> dict[str, Any]:
     if not healthy:
         return report
     with get_client(sync_client=True) as client:
-        pools = {}
+        pools: dict[str, dict[str, Any]] = {}
         for pool in client.read_work_pools():
             workers = client.read_workers_for_work_pool(pool.name)
             pools[pool.name] = {
@@ -58,6 +65,7 @@ def describe_status(settings: ConveyorSettings) -> dict[str, Any]:
                 ],
             }
     report["work_pools"] = pools
+    report["workers"] = [{"pool": name, **worker} for name, pool in pools.items() for worker in pool["workers"]]
     report["missing_work_pools"] = [p for p in WORK_POOLS if p not in pools]
     report["deployments"] = _deployment_names()
     return report
@@ -74,6 +82,9 @@ def status_text(report: dict[str, Any]) -> str:
         lines.append(f"deployments  {', '.join(report['deployments']) or 'none'}")
     landing, store = report["landing"], report["model_store"]
     lines.append(f"landing      {landing['path']}  ({landing['partitions']} partitions, newest {landing['newest']})")
+    watcher = report["watcher"]
+    state = f"pid {watcher['pid']}" if watcher["pid"] else "NOT RUNNING (run `conveyor up`)"
+    lines.append(f"watcher      {state}, watching {watcher['watching']} ({watcher['announced']} announced)")
     lines.append(f"model store  {store['path']}  ({store['versions']} versions, latest {store['latest']})")
     lines.append(f"UI           {report['ui_url']}")
     return "\n".join(lines)

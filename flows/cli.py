@@ -72,7 +72,7 @@ def generate(
 
 @app.command()
 def up(as_json: JsonFlag = False) -> None:
-    """Start the local stack: Prefect server, work pools, blocks, deployments and workers (idempotent)."""
+    """Start the local stack: Prefect server, work pools, blocks, deployments, workers, landing watcher (idempotent)."""
     from deployments import stack
 
     started = stack.start_server(SETTINGS)
@@ -80,6 +80,7 @@ def up(as_json: JsonFlag = False) -> None:
     block = stack.ensure_stores_block(SETTINGS)
     stack.deploy_all(SETTINGS)
     workers = stack.start_workers(SETTINGS)
+    watcher = stack.start_watcher(SETTINGS)
     summary = {
         "api_url": SETTINGS.api_url,
         "ui_url": SETTINGS.ui_url,
@@ -87,13 +88,18 @@ def up(as_json: JsonFlag = False) -> None:
         "work_pools_created": pools,
         "stores_block_created": block,
         "workers_started": workers,
+        "watcher_started": watcher,
     }
-    _print(summary, as_json, f"Conveyor is up: UI {SETTINGS.ui_url}, workers for {', '.join(SETTINGS.worker_pools)}.")
+    _print(
+        summary,
+        as_json,
+        f"Conveyor is up: UI {SETTINGS.ui_url}, workers for {', '.join(SETTINGS.worker_pools)}, landing watcher.",
+    )
 
 
 @app.command()
 def down(as_json: JsonFlag = False) -> None:
-    """Stop exactly the server and workers `conveyor up` started."""
+    """Stop exactly the server, workers and landing watcher `conveyor up` started."""
     from deployments import stack
 
     stopped = stack.stop_all(SETTINGS)

@@ -56,7 +56,8 @@ def refit(
     stores = ConveyorStores.resolve()
     run_id = str(flow_run.id or "local")
     # A subflow: the batch is checked, and kept or quarantined, exactly as `validate` does; it raises if invalid.
-    data = validate(partition=partition, day=day, snapshot=snapshot, model_name=model_name)
+    # It does not announce: a passed event would trigger another refit (deployments/prefect.yaml).
+    data = validate(partition=partition, day=day, snapshot=snapshot, model_name=model_name, announce=False)
     staged = reserve_model_version(stores.model_path, model_name, run_id)
     workdir = Path(staged.staging)
     model = train_model(data, training, workdir, cluster)

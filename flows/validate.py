@@ -30,6 +30,9 @@ def validate(
     model_name: Annotated[
         str | None, Field(description="Model whose newest version's data is the reference; empty: any model.")
     ] = None,
+    announce: Annotated[
+        bool, Field(description="Emit conveyor.validation.passed/failed (refit turns this off for its own check).")
+    ] = True,
 ) -> Snapshot:
     """Validate a batch with pandera and Great Expectations; snapshot it if valid, quarantine it if not."""
     stores = ConveyorStores.resolve()
@@ -44,6 +47,7 @@ def validate(
     else:
         kept, folder = batch, quarantine_batch(batch, stores.quarantine_path)
     report = publish_report(report, folder)
-    announce_validation(kept, report)
+    if announce:
+        announce_validation(kept, report)
     require_valid(report)
     return kept

@@ -3,12 +3,20 @@
 Automations (deployment triggers in deployments/prefect.yaml, or your own) match on these names and
 read the resource labels and payload keys below, e.g. ``{{ event.resource["conveyor.snapshot.sha256"] }}``.
 
-| event                        | resource id                       | labels / payload                          |
-|------------------------------|-----------------------------------|-------------------------------------------|
-| conveyor.data.landed         | conveyor.partition.<sha256>       | conveyor.partition.path, .sha256          |
-| conveyor.validation.passed   | conveyor.snapshot.<sha256>        | conveyor.snapshot.sha256, .source; rows   |
-| conveyor.validation.failed   | conveyor.snapshot.<sha256>        | same as passed; summary, failed_checks    |
-| conveyor.model.registered    | conveyor.model.<name>.v<version>  | conveyor.model.name; version, data_sha256 |
+| event                      | emitter     | resource id                      | labels / payload                     |
+|----------------------------|-------------|----------------------------------|--------------------------------------|
+| conveyor.data.landed       | watcher [1] | conveyor.partition.<sha256>      | conveyor.partition.path, .sha256     |
+| conveyor.validation.passed | validate    | conveyor.snapshot.<sha256>       | conveyor.snapshot.sha256, .source;   |
+|                            |             |                                  | rows                                 |
+| conveyor.validation.failed | validate    | conveyor.snapshot.<sha256>       | as passed; summary, failed_checks    |
+| conveyor.model.registered  | refit       | conveyor.model.<name>.v<version> | conveyor.model.name; version,        |
+|                            |             |                                  | data_sha256, metrics                 |
+
+[1] the flow announce-landed-partitions, run by the landing watcher (flows/watch.py).
+
+conveyor.partition.path is a local path, or a URL when the watcher polls an object store (CONVEYOR_WATCH_URL).
+The landing watcher (flows/watch.py) announces each complete partition once; the triggers in prefect.yaml
+run validate per data.landed and one refit per 300 s window of validation.passed.
 """
 
 from __future__ import annotations

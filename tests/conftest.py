@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -156,6 +156,8 @@ def register_candidate(
     shutil.rmtree(staged.staging)
     shutil.copytree(candidate[0], staged.staging)
     return register_model_version(staged, candidate[1], run_id)
+
+
 # A corpus of bad batches: each writes its damage to the given path; the test names the check that must catch it.
 CORPUS_DAY = dt.date(2026, 3, 3)
 
@@ -247,3 +249,25 @@ def bad_batch(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Path
     path = tmp_path / f"telemetry-bad-{re.sub(r'[^a-z0-9]+', '-', request.param.lower()).strip('-')}.parquet"
     write(path)
     return request.param, path, expected
+
+
+def quiesce_stack() -> None:
+    """Cancel every unfinished run that is due (freeing deployment concurrency slots), then stop workers and watcher.
+
+    Runs scheduled for later (the nightly cron) are left alone.
+    """
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelled
+
+    unfinished = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
+    now = dt.datetime.now(dt.UTC)
+    with get_client(sync_client=True) as client:
+        for run in client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished)))
+        ):
+            if run.state_type == StateType.SCHEDULED and run.expected_start_time and run.expected_start_time > now:
+                continue
+            client.set_flow_run_state(run.id, Cancelled(message="The test module that started it ended."), force=True)
+    stack.stop_all(SETTINGS, keep_server=True)

@@ -6,25 +6,28 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from blocks.settings import ConveyorSettings
 from blocks.stores import ConveyorStores
+from deployments import stack
 from tasks.registry import list_versions
-from tests.conftest import run_cli
+from tests.conftest import SETTINGS, quiesce_stack, run_cli
 
 pytestmark = pytest.mark.slow
 QUICK = '{"epochs": 3}'
 
 
 @pytest.fixture(scope="module")
-def stack_up(stores: ConveyorStores, landed_partition: Path) -> dict[str, object]:
-    """`conveyor up` against the session's server: pools, block, deployments and a cpu worker."""
+def stack_up(stores: ConveyorStores, landed_partition: Path) -> Iterator[dict[str, object]]:
+    """`conveyor up` against the session's server: pools, block, deployments, a cpu worker and the watcher."""
     result = run_cli("up", "--json")
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    yield json.loads(result.stdout)
+    quiesce_stack()  # later modules run without workers reacting to their events
 
 
 def test_up_is_idempotent(stack_up: dict[str, object]) -> None:
@@ -37,6 +40,7 @@ def test_up_is_idempotent(stack_up: dict[str, object]) -> None:
         "work_pools_created": [],
         "stores_block_created": False,
         "workers_started": [],
+        "watcher_started": False,
     }
 
 
@@ -64,7 +68,9 @@ def test_conveyor_run_prints_state_version_metrics_onnx_and_ui(stack_up: dict[st
         assert label in result.stdout
 
 
-def test_status_shows_the_live_cpu_worker_and_the_deployment(stack_up: dict[str, object]) -> None:
+def test_status_shows_the_live_cpu_worker_and_the_deployment(
+    stack_up: dict[str, object], stores: ConveyorStores
+) -> None:
     result = run_cli("status", "--json")
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
@@ -73,6 +79,30 @@ def test_status_shows_the_live_cpu_worker_and_the_deployment(stack_up: dict[str,
     assert any(w["status"] == "ONLINE" for w in status["work_pools"]["cpu"]["workers"])
     assert "refit/default" in status["deployments"]
     assert status["landing"]["partitions"] >= 1
+    assert status["landing"]["path"] == stores.landing_dir
+    assert status["watcher"]["pid"] is not None
+    assert {"name": "conveyor-cpu", "pool": "cpu"}.items() <= next(
+        w for w in status["workers"] if w["name"] == "conveyor-cpu"
+    ).items()
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for a parent that does not reap counts as exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def test_down_stops_the_watcher_and_up_brings_it_back(stack_up: dict[str, object]) -> None:
+    watcher = stack.watcher_pid(SETTINGS)
+    assert watcher is not None
+    stack.stop_all(SETTINGS, keep_server=True)
+    assert stack.watcher_pid(SETTINGS) is None
+    assert _gone(watcher)
+    again = run_cli("up", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["watcher_started"] is True
 
 
 def test_failed_run_exits_non_zero_with_the_reason(stack_up: dict[str, object]) -> None:
@@ -87,5 +117,6 @@ def test_unknown_deployment_is_one_clear_sentence(stack_up: dict[str, object]) -
     result = run_cli("run", "nope/missing")
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "Error: No deployment is named 'nope/missing'; deployed: edge-check/default, refit/default, validate/default."
+        "Error: No deployment is named 'nope/missing'; deployed: "
+        "edge-check/default, refit/default, refit/gpu, validate/default."
     )
