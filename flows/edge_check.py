@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from prefect import flow
 from pydantic import Field
 
@@ -17,12 +15,10 @@ DEFAULT_BUDGET = LatencyBudget()
 
 @flow(name="edge-check")
 def edge_check(
-    model_name: Annotated[str, Field(description="Registry name of the model.")] = DEFAULT_MODEL_NAME,
-    version: Annotated[int | None, Field(description="Version to check; empty: the newest.", ge=1)] = None,
-    target: Annotated[str, Field(description="Edge target whose bundle to time, e.g. gateway.")] = "gateway",
-    budget: Annotated[
-        LatencyBudget, Field(description="Latency and throughput the target must reach.")
-    ] = DEFAULT_BUDGET,
+    model_name: str = Field(DEFAULT_MODEL_NAME, description="Registry name of the model."),
+    version: int | None = Field(None, description="Version to check; empty: the newest.", ge=1),
+    target: str = Field("gateway", description="Edge target whose bundle to time, e.g. gateway."),
+    budget: LatencyBudget = Field(DEFAULT_BUDGET, description="Latency and throughput the target must reach."),
 ) -> LatencyReport:
     """Verify a version's edge bundle and measure p50/p95/p99 latency and throughput with the target's threads."""
     stores = ConveyorStores.resolve()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated
 
 from prefect import flow
 from prefect.runtime import flow_run
@@ -28,29 +27,24 @@ DEFAULT_EDGE_TARGETS = [EdgeTarget()]
 
 @flow(name="refit", log_prints=True)
 def refit(
-    day: Annotated[
-        dt.date | None, Field(description="Day of the landed partition to train on; empty: the newest one.")
-    ] = None,
-    partition: Annotated[
-        str | None, Field(description="A landed file, by name in the landing folder or by path; overrides day.")
-    ] = None,
-    snapshot: Annotated[
-        str | None,
-        Field(description="SHA-256 of a snapshot in the data store (e.g. from a validation event); overrides both."),
-    ] = None,
-    training: Annotated[TrainingParams, Field(description="Model and optimizer settings.")] = DEFAULT_TRAINING,
-    cluster: Annotated[
-        ClusterSpec, Field(description="Train in-process (1 worker), on a local Dask cluster, or on one by address.")
-    ] = DEFAULT_CLUSTER,
-    model_name: Annotated[
-        str, Field(description="Registry name of the model.", pattern=r"^[a-z0-9][a-z0-9-]*$")
-    ] = DEFAULT_MODEL_NAME,
-    parity: Annotated[
-        ParityThresholds, Field(description="How closely ONNX Runtime must reproduce PyTorch.")
-    ] = DEFAULT_PARITY,
-    edge_targets: Annotated[
-        list[EdgeTarget], Field(description="Devices to build a bundle for, and their accuracy limits.")
-    ] = DEFAULT_EDGE_TARGETS,
+    day: dt.date | None = Field(None, description="Day of the landed partition to train on; empty: the newest one."),
+    partition: str | None = Field(
+        None, description="A landed file, by name in the landing folder or by path; overrides day."
+    ),
+    snapshot: str | None = Field(
+        None, description="SHA-256 of a snapshot in the data store (e.g. from a validation event); overrides both."
+    ),
+    training: TrainingParams = Field(DEFAULT_TRAINING, description="Model and optimizer settings."),
+    cluster: ClusterSpec = Field(
+        DEFAULT_CLUSTER, description="Train in-process (1 worker), on a local Dask cluster, or on one by address."
+    ),
+    model_name: str = Field(
+        DEFAULT_MODEL_NAME, description="Registry name of the model.", pattern=r"^[a-z0-9][a-z0-9-]*$"
+    ),
+    parity: ParityThresholds = Field(DEFAULT_PARITY, description="How closely ONNX Runtime must reproduce PyTorch."),
+    edge_targets: list[EdgeTarget] = Field(
+        DEFAULT_EDGE_TARGETS, description="Devices to build a bundle for, and their accuracy limits."
+    ),
 ) -> RegisteredVersion:
     """Snapshot, validate, train, evaluate, export to ONNX and edge bundles, and register a new model version."""
     stores = ConveyorStores.resolve()

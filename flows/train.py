@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 from prefect import flow
 from prefect.runtime import flow_run
@@ -32,10 +31,10 @@ class TrainingRun(BaseModel):
 
 @flow(name="train")
 def train(
-    data: Annotated[str, Field(description="A telemetry parquet file to train on.")],
-    cluster: Annotated[ClusterSpec, Field(description="Where training runs.")] = DEFAULT_CLUSTER,
-    training: Annotated[TrainingParams, Field(description="Model and optimizer settings.")] = DEFAULT_TRAINING,
-    out: Annotated[str | None, Field(description="Folder for the weights, checkpoints and plot.")] = None,
+    data: str = Field(..., description="A telemetry parquet file to train on."),
+    cluster: ClusterSpec = Field(DEFAULT_CLUSTER, description="Where training runs."),
+    training: TrainingParams = Field(DEFAULT_TRAINING, description="Model and optimizer settings."),
+    out: str | None = Field(None, description="Folder for the weights, checkpoints and plot."),
 ) -> TrainingRun:
     """Snapshot and validate a data file, train on it (DDP across Dask workers when asked) and evaluate."""
     stores = ConveyorStores.resolve()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated
 
 from prefect import flow
 from pydantic import Field
@@ -18,21 +17,19 @@ from tasks.validation import announce_validation, inspect_landed_file, publish_r
 
 @flow(name="validate")
 def validate(
-    partition: Annotated[
-        str | None, Field(description="A landed file, by name in the landing folder or by path; empty: the newest.")
-    ] = None,
-    day: Annotated[
-        dt.date | None, Field(description="Day of the landed partition; used when partition is empty.")
-    ] = None,
-    snapshot: Annotated[
-        str | None, Field(description="SHA-256 of a snapshot in the data store to re-check; overrides both.")
-    ] = None,
-    model_name: Annotated[
-        str | None, Field(description="Model whose newest version's data is the reference; empty: any model.")
-    ] = None,
-    announce: Annotated[
-        bool, Field(description="Emit conveyor.validation.passed/failed (refit turns this off for its own check).")
-    ] = True,
+    partition: str | None = Field(
+        None, description="A landed file, by name in the landing folder or by path; empty: the newest."
+    ),
+    day: dt.date | None = Field(None, description="Day of the landed partition; used when partition is empty."),
+    snapshot: str | None = Field(
+        None, description="SHA-256 of a snapshot in the data store to re-check; overrides both."
+    ),
+    model_name: str | None = Field(
+        None, description="Model whose newest version's data is the reference; empty: any model."
+    ),
+    announce: bool = Field(
+        True, description="Emit conveyor.validation.passed/failed (refit turns this off for its own check)."
+    ),
 ) -> Snapshot:
     """Validate a batch with pandera and Great Expectations; snapshot it if valid, quarantine it if not."""
     stores = ConveyorStores.resolve()

@@ -181,7 +181,7 @@ def test_a_run_sent_to_the_gpu_pool_waits_for_a_gpu_worker(
     assert str(run.id) in gpu_worker.stdout + gpu_worker.stderr
 
 
-def test_every_deployment_has_a_typed_form_a_description_tags_a_pool_and_job_variables(
+def test_every_deployment_has_a_typed_described_form_a_description_tags_a_pool_and_job_variables(
     live_stack: dict[str, Any],
 ) -> None:
     with get_client(sync_client=True) as client:
@@ -194,3 +194,4 @@ def test_every_deployment_has_a_typed_form_a_description_tags_a_pool_and_job_var
         assert properties
         for name, field in properties.items():
             assert {"type", "anyOf", "allOf", "$ref"} & set(field), f"{deployment.name}: {name} has no type"
+            assert field.get("description"), f"{deployment.name}: {name} has no description for the form"
