@@ -1,6 +1,6 @@
-"""ONNX Runtime vs PyTorch eager on the refit model: batch-1 latency and batch-1024 throughput.
+"""ONNX Runtime (fp32 and int8) vs PyTorch eager on the refit model: latency, throughput and size.
 
-Both engines run in this process with the same thread count, on the same rows, side by side.
+All engines run in this process with the same thread count, on the same rows, side by side.
 Run: .venv/bin/python -m benchmarks.bench_inference [--threads N]
 """
 
@@ -9,22 +9,27 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
+import onnx
+import pandas as pd
 import torch
 
-from tasks.export import to_onnx
-from tasks.modeling import INPUT_NAMES, OUTPUT_NAME, FailureModel, encode_features
+from tasks.edge import EdgeTarget, quantize_for_edge
+from tasks.export import onnx_inputs, onnx_model, onnx_run, onnx_session, to_onnx
+from tasks.modeling import FailureModel, encode_features
 from tasks.synthetic import generate_telemetry
 
 LATENCY_CALLS = 2_000
 THROUGHPUT_CALLS = 200
+BATCH = 1024
 
 
-def _time_calls(call: Callable[[], object], repeats: int) -> list[float]:
+def _median_s(call: Callable[[], object], repeats: int) -> float:
     for _ in range(50):  # warm-up
         call()
     samples = []
@@ -32,48 +37,54 @@ def _time_calls(call: Callable[[], object], repeats: int) -> list[float]:
         start = time.perf_counter()
         call()
         samples.append(time.perf_counter() - start)
-    return samples
+    return statistics.median(samples)
+
+
+def _engines(hidden: list[int], frame: pd.DataFrame, threads: int, tmp: Path) -> dict[str, Callable[[int], object]]:
+    """Scoring functions of n rows for torch eager, ORT fp32 and ORT int8, plus the two ONNX file sizes."""
+    numeric, codes = encode_features(frame)
+    model = FailureModel(hidden, torch.from_numpy(numeric.mean(0)), torch.from_numpy(numeric.std(0))).eval()
+    fp32_path = tmp / f"fp32-{'x'.join(map(str, hidden))}.onnx"
+    onnx.save_model(to_onnx(model, {}), fp32_path)
+    int8 = quantize_for_edge.fn(onnx_model(fp32_path), EdgeTarget(threads=threads), tmp / fp32_path.stem)
+    sessions = {"ort fp32": onnx_session(fp32_path, threads), "ort int8": onnx_session(Path(int8.path), threads)}
+
+    def eager(n: int) -> object:
+        with torch.inference_mode():
+            return model(torch.from_numpy(numeric[:n]), torch.from_numpy(codes[:n]))
+
+    engines: dict[str, Callable[[int], object]] = {"torch eager": eager}
+    prepared = {n: onnx_inputs(frame.head(n)) for n in (1, BATCH)}
+    for name, session in sessions.items():
+        engines[name] = partial(lambda s, n: onnx_run(s, prepared[n]), session)
+    print(
+        f"model {hidden}: fp32 {fp32_path.stat().st_size:,} B, int8 {int8.size_bytes:,} B, "
+        f"int8/fp32 size {int8.size_bytes / fp32_path.stat().st_size:.2f}  (goal <= 0.30)"
+    )
+    return engines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-
-    numeric, codes = encode_features(generate_telemetry(2_048, dt.date(2026, 1, 1)))
-    model = FailureModel([64, 32], torch.from_numpy(numeric.mean(0)), torch.from_numpy(numeric.std(0))).eval()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = args.threads
-    options.inter_op_num_threads = 1
-    graph = to_onnx(model, {}).SerializeToString()
-    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-
-    def torch_call(n: int) -> Callable[[], object]:
-        x, c = torch.from_numpy(numeric[:n]), torch.from_numpy(codes[:n])
-
-        def call() -> object:
-            with torch.inference_mode():
-                return model(x, c)
-
-        return call
-
-    def ort_call(n: int) -> Callable[[], object]:
-        feeds = {INPUT_NAMES[0]: numeric[:n], INPUT_NAMES[1]: codes[:n]}
-        return lambda: session.run([OUTPUT_NAME], feeds)
-
-    torch_p50 = statistics.median(_time_calls(torch_call(1), LATENCY_CALLS))
-    ort_p50 = statistics.median(_time_calls(ort_call(1), LATENCY_CALLS))
-    torch_rps = 1024 / statistics.median(_time_calls(torch_call(1024), THROUGHPUT_CALLS))
-    ort_rps = 1024 / statistics.median(_time_calls(ort_call(1024), THROUGHPUT_CALLS))
-    agree = np.allclose(session.run([OUTPUT_NAME], {INPUT_NAMES[0]: numeric, INPUT_NAMES[1]: codes})[0],
-                        torch_call(len(codes))().numpy(), atol=1e-5)  # type: ignore[attr-defined]  # fmt: skip
-
-    print(f"threads: {args.threads}; outputs agree: {agree}")
-    print(f"batch 1 p50 latency   torch {torch_p50 * 1e6:8.1f} us   onnxruntime {ort_p50 * 1e6:8.1f} us"
-          f"   ratio ort/torch {ort_p50 / torch_p50:.2f}  (goal <= 0.3)")  # fmt: skip
-    print(f"batch 1024 throughput torch {torch_rps:10.0f} rows/s   onnxruntime {ort_rps:10.0f} rows/s"
-          f"   ratio ort/torch {ort_rps / torch_rps:.2f}  (goal >= 1)")  # fmt: skip
+    frame = generate_telemetry(BATCH, dt.date(2026, 1, 1))
+    print(f"threads: {args.threads}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for hidden in ([64, 32], [512, 256]):
+            engines = _engines(hidden, frame, args.threads, Path(tmp))
+            latency = {name: _median_s(partial(engine, 1), LATENCY_CALLS) for name, engine in engines.items()}
+            rate = {
+                name: BATCH / _median_s(partial(engine, BATCH), THROUGHPUT_CALLS) for name, engine in engines.items()
+            }
+            base = "torch eager"
+            for name in engines:
+                print(
+                    f"  {name:<11} batch 1 p50 {latency[name] * 1e6:7.1f} us ({latency[name] / latency[base]:.2f}x)"
+                    f"   batch {BATCH} {rate[name]:>12,.0f} rows/s ({rate[name] / rate[base]:.2f}x torch)"
+                )
+    print("goals: ORT batch-1 latency <= 0.3x torch; ORT batch-1024 throughput >= 1x torch")
 
 
 if __name__ == "__main__":

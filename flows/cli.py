@@ -132,11 +132,11 @@ def demo(
 ) -> None:
     """Bring the stack up, land a first partition unless one exists, and run refit/default."""
     from blocks.stores import ConveyorStores
-    from tasks.synthetic import PARTITION_PREFIX
+    from tasks.data import landed_partitions
 
     up(as_json=False)
     landing = ConveyorStores.resolve().landing_path
-    if not any(landing.glob(f"{PARTITION_PREFIX}*.parquet")):
+    if not landed_partitions(landing):
         generate(rows=rows, day=None, days=1, out=landing)
     run("refit/default", param=None, as_json=False)
 
@@ -192,6 +192,43 @@ def validate(
         raise typer.Exit(1)
 
 
+@app.command("edge-run")
+def edge_run(
+    bundle: Annotated[Path, typer.Argument(help="An edge bundle: its folder or its .tar.gz.")],
+    input_file: Annotated[Path, typer.Option("--input", help="Raw telemetry rows: a parquet or CSV file.")],
+    out: Annotated[Path | None, typer.Option(help="Write the probabilities here (parquet).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Verify an edge bundle against its manifest and score raw telemetry with it."""
+    import pandas as pd
+
+    from tasks.edge import open_bundle, run_bundle
+    from tasks.files import write_atomically
+    from tasks.modeling import OUTPUT_NAME
+
+    frame = pd.read_csv(input_file) if input_file.suffix == ".csv" else pd.read_parquet(input_file)
+    with open_bundle(bundle) as opened:
+        probabilities = run_bundle(opened, frame)
+        manifest = opened.manifest
+    threshold = manifest["decision_threshold"]
+    if out:
+        scored = pd.DataFrame({OUTPUT_NAME: probabilities})
+        write_atomically(out, lambda tmp: scored.to_parquet(tmp, index=False))
+    summary = {
+        "model": f"{manifest['model_name']} v{manifest['model_version']}",
+        "target": manifest["target"]["name"],
+        "rows": len(probabilities),
+        "predicted_failures": int((probabilities >= threshold).sum()),
+        "out": str(out) if out else None,
+    }
+    text = (
+        f"{summary['model']} on {summary['target']}: {summary['rows']} rows scored, "
+        f"{summary['predicted_failures']} predicted to fail within 7 days"
+        + (f"; probabilities in {out}" if out else "")
+    )
+    _print(summary, as_json, text)
+
+
 def _parse_params(pairs: list[str]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for pair in pairs:
@@ -215,7 +252,7 @@ def main() -> None:
         app()
     except httpx.ConnectError:
         _fail(f"cannot reach the Prefect API at {SETTINGS.api_url}; start it with `conveyor up`.")
-    except (CommandError, StackError, UnknownDeploymentError, ValueError, OSError) as error:
+    except (CommandError, StackError, UnknownDeploymentError, LookupError, ValueError, OSError) as error:
         _fail(str(error))
     finally:
         if "prefect" in sys.modules:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Annotated
 
 from prefect import flow
@@ -11,13 +12,16 @@ from pydantic import Field
 
 from blocks.stores import ConveyorStores
 from flows.validate import validate
+from tasks.edge import EdgeTarget, build_edge_bundle, check_edge_accuracy, quantize_for_edge
 from tasks.evaluation import evaluate_model
-from tasks.export import check_onnx_parity, export_onnx
-from tasks.registry import RegisteredVersion, open_staging_area, register_model_version
+from tasks.export import ParityThresholds, check_onnx_parity, export_onnx
+from tasks.registry import Candidate, RegisteredVersion, register_model_version, reserve_model_version
 from tasks.training import TrainingParams, train_model
 
 DEFAULT_MODEL_NAME = "failure-predictor"
 DEFAULT_TRAINING = TrainingParams()
+DEFAULT_PARITY = ParityThresholds()
+DEFAULT_EDGE_TARGETS = [EdgeTarget()]
 
 
 @flow(name="refit", log_prints=True)
@@ -36,22 +40,45 @@ def refit(
     model_name: Annotated[
         str, Field(description="Registry name of the model.", pattern=r"^[a-z0-9][a-z0-9-]*$")
     ] = DEFAULT_MODEL_NAME,
-    parity_tolerance: Annotated[
-        float, Field(description="Largest ONNX-vs-PyTorch probability difference accepted.", gt=0)
-    ] = 1e-5,
+    parity: Annotated[
+        ParityThresholds, Field(description="How closely ONNX Runtime must reproduce PyTorch.")
+    ] = DEFAULT_PARITY,
+    edge_targets: Annotated[
+        list[EdgeTarget], Field(description="Devices to build a bundle for, and their accuracy limits.")
+    ] = DEFAULT_EDGE_TARGETS,
 ) -> RegisteredVersion:
-    """Snapshot, validate, train, evaluate, export to ONNX and register a new model version."""
+    """Snapshot, validate, train, evaluate, export to ONNX and edge bundles, and register a new model version."""
     stores = ConveyorStores.resolve()
     run_id = str(flow_run.id or "local")
     # A subflow: the batch is checked, and kept or quarantined, exactly as `validate` does; it raises if invalid.
     data = validate(partition=partition, day=day, snapshot=snapshot, model_name=model_name)
-    staging = open_staging_area(stores.model_path, model_name, run_id)
-    model = train_model(data, training, staging)
-    evaluation = evaluate_model(model, data, training.holdout_fraction, staging)
+    staged = reserve_model_version(stores.model_path, model_name, run_id)
+    workdir = Path(staged.staging)
+    model = train_model(data, training, workdir)
+    evaluation = evaluate_model(model, data, training.holdout_fraction, workdir)
     exported = export_onnx(
         model,
-        staging,
-        {"model_name": model_name, "data_sha256": data.sha256, "flow_run_id": run_id},
+        workdir,
+        {"model_name": model_name, "model_version": str(staged.version), "data_sha256": data.sha256},
     )
-    parity = check_onnx_parity(exported, model, data, training.holdout_fraction, parity_tolerance)
-    return register_model_version(staging, model_name, data, training, model, evaluation, exported, parity, run_id)
+    checked = check_onnx_parity(exported, model, data, training.holdout_fraction, parity, stores.landing_path)
+    edge = []
+    for target in edge_targets:
+        variant = quantize_for_edge(exported, target, workdir)
+        accuracy = check_edge_accuracy(exported, variant, data, training.holdout_fraction, target)
+        edge.append(
+            (
+                build_edge_bundle(variant, target, model_name, staged.version, data.sha256, checked.known_inputs),
+                accuracy,
+            )
+        )
+    candidate = Candidate(
+        snapshot=data,
+        params=training,
+        model=model,
+        evaluation=evaluation,
+        exported=exported,
+        parity=checked,
+        edge=edge,
+    )
+    return register_model_version(staged, candidate, run_id)

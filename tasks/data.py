@@ -31,6 +31,17 @@ class Snapshot(BaseModel):
     size_bytes: int
 
 
+def landed_partitions(landing_dir: Path) -> list[Path]:
+    """Every landed partition, oldest first (names carry the day)."""
+    return sorted(landing_dir.glob(f"{PARTITION_PREFIX}*.parquet")) if landing_dir.is_dir() else []
+
+
+def newest_partition(landing_dir: Path) -> Path | None:
+    """The newest landed partition, or None when none has landed."""
+    landed = landed_partitions(landing_dir)
+    return landed[-1] if landed else None
+
+
 @task(name="Find landed partition")
 def find_partition(landing_dir: Path, day: dt.date | None = None, partition: str | None = None) -> Path:
     """Locate the partition to train on: a named file, a day's file, or the newest one."""
@@ -40,12 +51,12 @@ def find_partition(landing_dir: Path, day: dt.date | None = None, partition: str
     elif day:
         path = landing_dir / partition_name(day)
     else:
-        landed = sorted(landing_dir.glob(f"{PARTITION_PREFIX}*.parquet")) if landing_dir.is_dir() else []
-        if not landed:
+        newest = newest_partition(landing_dir)
+        if newest is None:
             raise PartitionNotFoundError(
                 f"No partition has landed in {landing_dir} yet; run `conveyor generate` first."
             )
-        return landed[-1]
+        return newest
     if not path.is_file():
         raise PartitionNotFoundError(f"No landed partition at {path}.")
     return path

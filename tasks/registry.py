@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import json
 import platform
 import re
@@ -16,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from tasks.data import Snapshot
+from tasks.edge import EDGE_FOLDER, EdgeAccuracy, EdgeBundle
 from tasks.evaluation import Evaluation
 from tasks.events import emit_model_registered
 from tasks.export import OnnxModel, ParityReport
@@ -24,6 +24,7 @@ from tasks.training import TrainedModel, TrainingParams
 
 MANIFEST = "manifest.json"
 STAGING = ".staging"
+RESERVED = ".reserved"
 _VERSION_DIR = re.compile(r"^v(\d+)$")
 _RECORDED_PACKAGES = ("prefect", "torch", "onnx", "onnxruntime", "pandas", "pandera", "numpy")
 
@@ -35,18 +36,43 @@ class RegisteredVersion(BaseModel):
     version: int
     path: str = Field(description="Folder of the version in the model store.")
     onnx_path: str
+    edge_bundles: dict[str, str] = Field(description="Tarball of each edge target's bundle.")
     data_sha256: str
     flow_run_id: str | None
     metrics: dict[str, float | int]
 
 
+class StagedVersion(BaseModel):
+    """A version number reserved for one run, and the private folder where the run assembles it."""
+
+    name: str
+    version: int
+    staging: str
+
+
+class Candidate(BaseModel):
+    """Everything a run made that goes into a version."""
+
+    snapshot: Snapshot
+    params: TrainingParams
+    model: TrainedModel
+    evaluation: Evaluation
+    exported: OnnxModel
+    parity: ParityReport
+    edge: list[tuple[EdgeBundle, EdgeAccuracy]]
+
+
+def _numbered(folder: Path) -> dict[int, Path]:
+    found = {}
+    for child in folder.iterdir() if folder.is_dir() else ():
+        if match := _VERSION_DIR.match(child.name):
+            found[int(match.group(1))] = child
+    return found
+
+
 def version_dirs(model_store: Path, name: str) -> dict[int, Path]:
     """Registered versions of a model by number."""
-    root = model_store / name
-    found = {}
-    for child in root.iterdir() if root.is_dir() else ():
-        if (match := _VERSION_DIR.match(child.name)) and (child / MANIFEST).is_file():
-            found[int(match.group(1))] = child
+    found = {n: path for n, path in _numbered(model_store / name).items() if (path / MANIFEST).is_file()}
     return dict(sorted(found.items()))
 
 
@@ -58,6 +84,7 @@ def read_version(folder: Path) -> RegisteredVersion:
         version=manifest["version"],
         path=str(folder),
         onnx_path=str(folder / "model.onnx"),
+        edge_bundles={t: str(folder / EDGE_FOLDER / f"{t}.tar.gz") for t in manifest.get("edge", {})},
         data_sha256=manifest["data"]["sha256"],
         flow_run_id=manifest.get("flow_run_id"),
         metrics=manifest["metrics"],
@@ -72,12 +99,27 @@ def list_versions(model_store: Path, name: str | None = None) -> list[Registered
     return [read_version(folder) for n in names for folder in version_dirs(model_store, n).values()]
 
 
-@task(name="Open staging area")
-def open_staging_area(model_store: Path, name: str, run_id: str) -> Path:
-    """A private folder in the model store where this run assembles its version before registering it."""
+def _highest_number(model_root: Path) -> int:
+    return max([*_numbered(model_root), *_numbered(model_root / RESERVED)], default=0)
+
+
+@task(name="Reserve model version")
+def reserve_model_version(model_store: Path, name: str, run_id: str) -> StagedVersion:
+    """Claim the next version number for this run (a failed run leaves a gap) and open its staging folder."""
+    reserved = model_store / name / RESERVED
+    reserved.mkdir(parents=True, exist_ok=True)
+    version = _highest_number(model_store / name) + 1
+    while True:
+        try:
+            # mkdir either creates the claim or fails: two runs can never hold one number.
+            (reserved / f"v{version}").mkdir()
+            break
+        except FileExistsError:
+            version += 1
+    write_text_atomically(reserved / f"v{version}" / "flow_run_id", run_id)
     staging = model_store / name / STAGING / run_id
     staging.mkdir(parents=True, exist_ok=True)
-    return staging
+    return StagedVersion(name=name, version=version, staging=str(staging))
 
 
 def _environment() -> dict[str, str]:
@@ -87,62 +129,80 @@ def _environment() -> dict[str, str]:
     return versions
 
 
-def _report(version: int, name: str, snapshot: Snapshot, evaluation: Evaluation, plot: str = "") -> str:
-    rows = "\n".join(f"| {key} | {value:.4g} |" for key, value in evaluation.metrics.model_dump().items())
+def _report(staged: StagedVersion, candidate: Candidate, plot: str = "") -> str:
+    metrics = candidate.evaluation.metrics.model_dump().items()
+    rows = "\n".join(f"| {key} | {value:.4g} |" for key, value in metrics)
+    edge = "\n".join(
+        f"| {a.target} | {a.roc_auc_edge:.4f} | {a.auc_drop:+.4f} | {a.flip_rate:.2%} | {a.size_ratio:.0%} |"
+        for _, a in candidate.edge
+    )
     picture = f"\n![ROC and calibration]({plot})\n" if plot else ""
+    source = Path(candidate.snapshot.source).name
     return (
-        f"# {name} v{version}\n\nTrained on snapshot `{snapshot.sha256}` ({Path(snapshot.source).name}).\n\n"
-        f"| metric | value |\n|---|---|\n{rows}\n{picture}"
+        f"# {staged.name} v{staged.version}\n\nTrained on snapshot `{candidate.snapshot.sha256}` ({source}).\n\n"
+        f"| metric | value |\n|---|---|\n{rows}\n{picture}\n"
+        f"## Edge variants\n\n| target | ROC AUC | vs fp32 | decisions flipped | size vs fp32 |\n"
+        f"|---|---|---|---|---|\n{edge}\n"
     )
 
 
 @task(name="Register model version")
-def register_model_version(
-    staging: Path,
-    name: str,
-    snapshot: Snapshot,
-    params: TrainingParams,
-    model: TrainedModel,
-    evaluation: Evaluation,
-    exported: OnnxModel,
-    parity: ParityReport,
-    run_id: str | None,
-) -> RegisteredVersion:
-    """Seal the staging area into the next version number; a version appears whole or not at all."""
-    files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if not p.name.startswith(".")}
+def register_model_version(staged: StagedVersion, candidate: Candidate, run_id: str | None) -> RegisteredVersion:
+    """Seal the staging folder into its reserved version; a version appears whole or not at all."""
+    staging = Path(staged.staging)
+    plot = Path(candidate.evaluation.plot_path).name
+    write_text_atomically(staging / "report.md", _report(staged, candidate, plot))
+    files = {
+        str(p.relative_to(staging)): sha256_file(p)
+        for p in sorted(staging.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
     manifest: dict[str, Any] = {
-        "name": name,
+        "name": staged.name,
+        "version": staged.version,
         "flow_run_id": run_id,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
-        "data": snapshot.model_dump(),
-        "params": params.model_dump(),
-        "training": model.model_dump(exclude={"weights_path"}),
-        "metrics": evaluation.metrics.model_dump(),
-        "onnx": {"sha256": exported.sha256, "opset": exported.opset, "parity": parity.model_dump()},
+        "data": candidate.snapshot.model_dump(),
+        "params": candidate.params.model_dump(),
+        "training": candidate.model.model_dump(exclude={"weights_path"}),
+        "metrics": candidate.evaluation.metrics.model_dump(),
+        "onnx": {
+            "sha256": candidate.exported.sha256,
+            "opset": candidate.exported.opset,
+            "parity": candidate.parity.model_dump(),
+        },
+        "edge": {
+            bundle.target: {"archive_sha256": bundle.archive_sha256, "accuracy": accuracy.model_dump()}
+            for bundle, accuracy in candidate.edge
+        },
         "files": files,
         "environment": _environment(),
     }
-    model_root = staging.parent.parent
-    version = max(version_dirs(model_root.parent, name), default=0) + 1
-    while True:
-        manifest["version"] = version
-        write_text_atomically(staging / MANIFEST, json.dumps(manifest, indent=2))
-        plot = Path(evaluation.plot_path).name
-        write_text_atomically(staging / "report.md", _report(version, name, snapshot, evaluation, plot))
-        try:
-            # rename() refuses a non-empty target, so two runs can never claim one number.
-            staging.rename(model_root / f"v{version}")
-            break
-        except OSError as error:
-            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
-            version += 1
-    registered = read_version(model_root / f"v{version}")
-    get_run_logger().info("Registered %s v%d at %s", name, version, registered.path)
+    # Written last: a folder without a manifest is never listed as a version.
+    write_text_atomically(staging / MANIFEST, json.dumps(manifest, indent=2))
+    folder = staging.parent.parent / f"v{staged.version}"
+    staging.rename(folder)
+    registered = read_version(folder)
+    get_run_logger().info("Registered %s v%d at %s", staged.name, staged.version, registered.path)
     create_markdown_artifact(
-        _report(version, name, snapshot, evaluation),
-        key="model-version",
-        description=f"{name} v{version}",
+        _report(staged, candidate), key="model-version", description=f"{staged.name} v{staged.version}"
     )
-    emit_model_registered(name, version, snapshot.sha256, registered.metrics)
+    emit_model_registered(staged.name, staged.version, candidate.snapshot.sha256, registered.metrics)
     return registered
+
+
+@task(name="Find edge bundle")
+def find_edge_bundle(model_store: Path, name: str, version: int | None, target: str) -> Path:
+    """The bundle tarball of one target of a registered version (the newest version when none is named)."""
+    versions = version_dirs(model_store, name)
+    if not versions:
+        raise LookupError(f"No version of {name} is registered in {model_store}.")
+    number = version if version is not None else max(versions)
+    if number not in versions:
+        raise LookupError(f"{name} has no version {number}; registered: {', '.join(f'v{n}' for n in versions)}.")
+    bundles = read_version(versions[number]).edge_bundles
+    if target not in bundles:
+        raise LookupError(
+            f"{name} v{number} has no bundle for target {target!r}; it has: {', '.join(bundles) or 'none'}."
+        )
+    return Path(bundles[target])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -41,6 +42,10 @@ SETTINGS = configure_prefect_env()
 from blocks.stores import ConveyorStores  # noqa: E402
 from deployments import stack  # noqa: E402
 from tasks.data import Snapshot, snapshot_partition  # noqa: E402
+from tasks.edge import EdgeTarget, build_edge_bundle, check_edge_accuracy, quantize_for_edge  # noqa: E402
+from tasks.evaluation import evaluate_model  # noqa: E402
+from tasks.export import ParityThresholds, check_onnx_parity, export_onnx  # noqa: E402
+from tasks.registry import Candidate, RegisteredVersion, register_model_version, reserve_model_version  # noqa: E402
 from tasks.synthetic import LABEL, generate_telemetry, write_partition  # noqa: E402
 from tasks.training import TrainedModel, TrainingParams, train_model  # noqa: E402
 
@@ -48,6 +53,8 @@ from tasks.training import TrainedModel, TrainingParams, train_model  # noqa: E4
 TRAINING_ROWS = 20_000
 FAST_TRAINING = TrainingParams(epochs=6)
 SESSION_DAY = dt.date(2026, 1, 15)
+GATEWAY = EdgeTarget()
+CANDIDATE_NAME = "candidate"
 
 
 @pytest.fixture(scope="session")
@@ -113,6 +120,42 @@ def wait_for_event(name: str, resource_id: str, timeout_s: float = 30.0) -> dict
             return dict(found[0])
         time.sleep(0.5)
     raise AssertionError(f"no {name} event about {resource_id} within {timeout_s:.0f} s")
+
+
+@pytest.fixture(scope="session")
+def candidate(
+    trained: TrainedModel, snapshot: Snapshot, landed_partition: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Candidate]:
+    """Everything a refit run stages before registering (fp32 model, parity set, gateway bundle), made once."""
+    folder = tmp_path_factory.mktemp("candidate")
+    shutil.copy(trained.weights_path, folder / "weights.pt")
+    evaluation = evaluate_model(trained, snapshot, FAST_TRAINING.holdout_fraction, folder)
+    exported = export_onnx(trained, folder, {"model_name": CANDIDATE_NAME, "data_sha256": snapshot.sha256})
+    parity = check_onnx_parity(
+        exported, trained, snapshot, FAST_TRAINING.holdout_fraction, ParityThresholds(), landed_partition.parent
+    )
+    variant = quantize_for_edge(exported, GATEWAY, folder)
+    accuracy = check_edge_accuracy(exported, variant, snapshot, FAST_TRAINING.holdout_fraction, GATEWAY)
+    bundle = build_edge_bundle(variant, GATEWAY, CANDIDATE_NAME, 1, snapshot.sha256, parity.known_inputs)
+    return folder, Candidate(
+        snapshot=snapshot,
+        params=FAST_TRAINING,
+        model=trained,
+        evaluation=evaluation,
+        exported=exported,
+        parity=parity,
+        edge=[(bundle, accuracy)],
+    )
+
+
+def register_candidate(
+    candidate: tuple[Path, Candidate], model_store: Path, name: str, run_id: str
+) -> RegisteredVersion:
+    """Register a copy of the session's candidate under a model name, as a refit run would."""
+    staged = reserve_model_version(model_store, name, run_id)
+    shutil.rmtree(staged.staging)
+    shutil.copytree(candidate[0], staged.staging)
+    return register_model_version(staged, candidate[1], run_id)
 
 
 # A corpus of bad batches: each writes its damage to the given path; the test names the check that must catch it.

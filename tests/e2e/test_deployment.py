@@ -86,7 +86,6 @@ def test_failed_run_exits_non_zero_with_the_reason(stack_up: dict[str, object]) 
 def test_unknown_deployment_is_one_clear_sentence(stack_up: dict[str, object]) -> None:
     result = run_cli("run", "nope/missing")
     assert result.returncode == 1
-    assert (
-        result.stderr.strip()
-        == "Error: No deployment is named 'nope/missing'; deployed: refit/default, validate/default."
+    assert result.stderr.strip() == (
+        "Error: No deployment is named 'nope/missing'; deployed: edge-check/default, refit/default, validate/default."
     )

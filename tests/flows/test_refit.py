@@ -13,6 +13,7 @@ from prefect.client.schemas.objects import State
 from blocks.stores import ConveyorStores
 from flows.refit import refit
 from tasks.data import Snapshot
+from tasks.export import ParityThresholds
 from tasks.files import sha256_file
 from tasks.registry import RegisteredVersion, list_versions
 from tasks.synthetic import Corruption, generate_telemetry, write_partition
@@ -39,9 +40,10 @@ def test_refit_registers_a_good_model_with_its_data_hash(landed_partition: Path,
     assert version.metrics["roc_auc"] >= 0.8
     assert version.data_sha256 == sha256_file(landed_partition)
     folder = Path(version.path)
-    assert {"model.onnx", "weights.pt", "evaluation.png", "manifest.json", "report.md"} <= {
+    assert {"model.onnx", "weights.pt", "evaluation.png", "manifest.json", "report.md", "parity_inputs.parquet"} <= {
         p.name for p in folder.iterdir()
     }
+    assert Path(version.edge_bundles["gateway"]).is_file()
     assert version in _versions(stores)
 
     with get_client(sync_client=True) as client:
@@ -51,7 +53,7 @@ def test_refit_registers_a_good_model_with_its_data_hash(landed_partition: Path,
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[runs[0].id]))
         )
-    assert {"held-out-metrics", "model-version"} <= {a.key for a in artifacts}
+    assert {"held-out-metrics", "model-version", "onnx-parity", "edge-accuracy-gateway"} <= {a.key for a in artifacts}
     assert any(a.type == "progress" for a in artifacts)
 
 
@@ -78,7 +80,7 @@ def test_corrupt_partition_never_reaches_the_registry(stores: ConveyorStores) ->
 
 def test_export_that_disagrees_with_pytorch_is_not_registered(landed_partition: Path, stores: ConveyorStores) -> None:
     before = _versions(stores)
-    state = _refit(partition=landed_partition.name, parity_tolerance=1e-15)
+    state = _refit(partition=landed_partition.name, parity=ParityThresholds(atol=1e-15, rtol=0))
     assert state.is_failed()
     assert "disagrees with PyTorch" in str(state.message)
     assert _versions(stores) == before

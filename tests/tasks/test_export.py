@@ -1,4 +1,4 @@
-"""The ONNX file predicts what PyTorch predicts, and the parity gate notices when it does not."""
+"""The ONNX file predicts what PyTorch predicts from raw telemetry, and the parity gate notices when it does not."""
 
 from __future__ import annotations
 
@@ -6,16 +6,29 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pandas as pd
 import pytest
 from onnx import numpy_helper
 
-from tasks.data import Snapshot
-from tasks.export import OPSET, OnnxModel, ParityError, check_onnx_parity, export_onnx, onnx_predict
-from tasks.modeling import NUMERIC_FEATURES
+from tasks.data import Snapshot, read_snapshot, split_holdout
+from tasks.export import (
+    EXPECTED_COLUMN,
+    KNOWN_INPUTS_FILE,
+    OPSET,
+    OnnxModel,
+    ParityError,
+    ParityReport,
+    ParityThresholds,
+    check_onnx_parity,
+    export_onnx,
+    onnx_predict,
+    onnx_session,
+)
+from tasks.modeling import CATEGORY_FEATURE, NUMERIC_FEATURES, load_weights, predict
 from tasks.training import TrainedModel
 from tests.conftest import FAST_TRAINING
 
-TOLERANCE = 1e-5
+STRICT = ParityThresholds()
 
 
 @pytest.fixture(scope="module")
@@ -23,22 +36,57 @@ def exported(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) ->
     return export_onnx(trained, tmp_path_factory.mktemp("onnx"), {"model_name": "test", "data_sha256": "abc"})
 
 
-def test_export_passes_the_parity_gate(exported: OnnxModel, trained: TrainedModel, snapshot: Snapshot) -> None:
-    report = check_onnx_parity(exported, trained, snapshot, FAST_TRAINING.holdout_fraction, TOLERANCE)
-    assert report.rows > 1000
-    assert report.max_abs_error <= TOLERANCE
-    assert report.decision_flips == 0
+def _check(exported: OnnxModel, trained: TrainedModel, snapshot: Snapshot, landing: Path) -> ParityReport:
+    return check_onnx_parity(exported, trained, snapshot, FAST_TRAINING.holdout_fraction, STRICT, landing)
 
 
-def test_graph_carries_its_metadata_and_takes_any_batch(exported: OnnxModel) -> None:
+def test_export_passes_the_parity_gate_on_every_row_set(
+    exported: OnnxModel, trained: TrainedModel, snapshot: Snapshot, landed_partition: Path
+) -> None:
+    report = check_onnx_parity(
+        exported, trained, snapshot, FAST_TRAINING.holdout_fraction, STRICT, landed_partition.parent
+    )
+    assert set(report.sets) == {"held-out", "known inputs", "production sample"}
+    for parity in report.sets.values():
+        assert parity.rows > 0
+        assert parity.max_abs_error <= STRICT.atol
+        assert parity.decision_flips == 0
+
+
+def test_known_inputs_are_kept_with_the_model_and_reproduce(
+    exported: OnnxModel, trained: TrainedModel, snapshot: Snapshot, tmp_path: Path
+) -> None:
+    _check(exported, trained, snapshot, tmp_path)
+    known = pd.read_parquet(Path(exported.path).with_name(KNOWN_INPUTS_FILE))
+    assert "never-seen-model" in set(known[CATEGORY_FEATURE])  # an unseen machine model is among them
+    replayed = onnx_predict(onnx_session(Path(exported.path)), known)
+    np.testing.assert_allclose(replayed, known[EXPECTED_COLUMN], atol=STRICT.atol)
+
+
+def test_graph_reads_raw_strings_carries_metadata_and_takes_any_batch(exported: OnnxModel) -> None:
     proto = onnx.load(exported.path)
     metadata = {p.key: p.value for p in proto.metadata_props}
     assert metadata["data_sha256"] == "abc"
     assert metadata["numeric_features"].split(",") == list(NUMERIC_FEATURES)
     assert metadata["opset"] == str(OPSET)
+    strings = next(i for i in proto.graph.input if i.name == CATEGORY_FEATURE)
+    assert strings.type.tensor_type.elem_type == onnx.TensorProto.STRING
+    session = onnx_session(Path(exported.path))
     for batch in (1, 1000):
-        numeric = np.full((batch, len(NUMERIC_FEATURES)), 50.0, dtype=np.float32)
-        assert onnx_predict(Path(exported.path), numeric, np.ones(batch, dtype=np.int64)).shape == (batch,)
+        rows = pd.DataFrame(
+            {f: np.full(batch, 50.0) for f in NUMERIC_FEATURES} | {CATEGORY_FEATURE: ["TX-200"] * batch}
+        )
+        assert onnx_predict(session, rows).shape == (batch,)
+
+
+def test_raw_strings_in_the_graph_match_python_encoding(
+    exported: OnnxModel, trained: TrainedModel, snapshot: Snapshot
+) -> None:
+    _, holdout = split_holdout(read_snapshot(snapshot), FAST_TRAINING.holdout_fraction)
+    network = load_weights(Path(trained.weights_path), trained.hidden_units)
+    np.testing.assert_allclose(
+        onnx_predict(onnx_session(Path(exported.path)), holdout), predict(network, holdout), atol=STRICT.atol
+    )
 
 
 def test_perturbed_weight_fails_the_gate(
@@ -51,17 +99,21 @@ def test_perturbed_weight_fails_the_gate(
     weight.CopyFrom(numpy_helper.from_array(values, weight.name))
     broken = tmp_path / "broken.onnx"
     onnx.save_model(proto, broken)
-    tampered = exported.model_copy(update={"path": str(broken)})
     with pytest.raises(ParityError, match="disagrees with PyTorch"):
-        check_onnx_parity.fn(tampered, trained, snapshot, FAST_TRAINING.holdout_fraction, TOLERANCE)
+        _check(exported.model_copy(update={"path": str(broken)}), trained, snapshot, tmp_path)
 
 
 def test_swapped_feature_order_fails_the_gate(
-    exported: OnnxModel, trained: TrainedModel, snapshot: Snapshot, monkeypatch: pytest.MonkeyPatch
+    exported: OnnxModel, trained: TrainedModel, snapshot: Snapshot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import tasks.export as export
 
-    original = export.onnx_predict
-    monkeypatch.setattr(export, "onnx_predict", lambda path, numeric, codes: original(path, numeric[:, ::-1], codes))
+    def swapped(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        inputs = original(frame)
+        inputs["numeric"] = inputs["numeric"][:, ::-1].copy()
+        return inputs
+
+    original = export.onnx_inputs
+    monkeypatch.setattr(export, "onnx_inputs", swapped)
     with pytest.raises(ParityError, match="flipped decisions"):
-        check_onnx_parity.fn(exported, trained, snapshot, FAST_TRAINING.holdout_fraction, TOLERANCE)
+        _check(exported, trained, snapshot, tmp_path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,74 +11,81 @@ import torch
 
 import tasks.registry as registry
 from tasks.data import Snapshot
-from tasks.evaluation import Evaluation, evaluate_model
-from tasks.export import OnnxModel, ParityReport, check_onnx_parity, export_onnx
 from tasks.files import sha256_file
-from tasks.registry import MANIFEST, RegisteredVersion, list_versions, register_model_version
-from tasks.training import TrainedModel
-from tests.conftest import FAST_TRAINING
+from tasks.registry import (
+    MANIFEST,
+    Candidate,
+    RegisteredVersion,
+    StagedVersion,
+    find_edge_bundle,
+    list_versions,
+    reserve_model_version,
+)
+from tests.conftest import CANDIDATE_NAME, FAST_TRAINING, register_candidate
 
-NAME = "registry-test"
-
-
-@pytest.fixture(scope="module")
-def candidate(
-    trained: TrainedModel, snapshot: Snapshot, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, Evaluation, OnnxModel, ParityReport]:
-    """Everything a run stages before registering, made once."""
-    folder = tmp_path_factory.mktemp("candidate")
-    shutil.copy(trained.weights_path, folder / "weights.pt")
-    evaluation = evaluate_model(trained, snapshot, FAST_TRAINING.holdout_fraction, folder)
-    exported = export_onnx(trained, folder, {"model_name": NAME})
-    parity = check_onnx_parity(exported, trained, snapshot, FAST_TRAINING.holdout_fraction, 1e-5)
-    return folder, evaluation, exported, parity
+Register = Callable[[str], RegisteredVersion]
 
 
 @pytest.fixture
-def register(candidate, trained: TrainedModel, snapshot: Snapshot, tmp_path: Path):
-    """Register a copy of the candidate into a fresh model store, as a run would."""
-    folder, evaluation, exported, parity = candidate
-    store = tmp_path / "models"
-
-    def _register(run_id: str) -> RegisteredVersion:
-        staging = store / NAME / registry.STAGING / run_id
-        shutil.copytree(folder, staging)
-        return register_model_version(
-            staging, NAME, snapshot, FAST_TRAINING, trained, evaluation, exported, parity, run_id
-        )
-
-    return store, _register
+def store(tmp_path: Path) -> Path:
+    return tmp_path / "models"
 
 
-def test_versions_count_up_from_one(register) -> None:
-    store, _register = register
-    assert [_register("run-a").version, _register("run-b").version] == [1, 2]
-    assert [v.flow_run_id for v in list_versions(store, NAME)] == ["run-a", "run-b"]
-    assert not any((store / NAME / registry.STAGING).iterdir())  # staging areas became versions
+@pytest.fixture
+def register(candidate: tuple[Path, Candidate], store: Path) -> Register:
+    """Register copies of the candidate into a fresh model store, as runs would."""
+    return lambda run_id: register_candidate(candidate, store, CANDIDATE_NAME, run_id)
 
 
-def test_manifest_records_data_params_metrics_and_file_hashes(register, snapshot: Snapshot) -> None:
-    _, _register = register
-    version = _register("run-a")
+def test_versions_count_up_from_one(register: Register, store: Path) -> None:
+    assert [register("run-a").version, register("run-b").version] == [1, 2]
+    assert [v.flow_run_id for v in list_versions(store, CANDIDATE_NAME)] == ["run-a", "run-b"]
+    assert not any((store / CANDIDATE_NAME / registry.STAGING).iterdir())  # staging folders became versions
+
+
+def test_manifest_records_data_params_metrics_edge_and_file_hashes(register: Register, snapshot: Snapshot) -> None:
+    version = register("run-a")
     folder = Path(version.path)
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["data"]["sha256"] == snapshot.sha256 == version.data_sha256
     assert manifest["params"] == FAST_TRAINING.model_dump()
     assert manifest["metrics"]["roc_auc"] == version.metrics["roc_auc"]
     assert manifest["environment"]["torch"] == torch.__version__
-    assert {"model.onnx", "weights.pt", "evaluation.png"} <= set(manifest["files"])
+    assert set(manifest["onnx"]["parity"]["sets"]) == {"held-out", "known inputs", "production sample"}
+    assert manifest["edge"]["gateway"]["archive_sha256"] == sha256_file(Path(version.edge_bundles["gateway"]))
+    assert {"model.onnx", "weights.pt", "evaluation.png", "parity_inputs.parquet", "edge/gateway/model.onnx"} <= set(
+        manifest["files"]
+    )
     for name, digest in manifest["files"].items():
         assert sha256_file(folder / name) == digest
     assert "evaluation.png" in (folder / "report.md").read_text()
 
 
-def test_a_number_taken_meanwhile_is_never_overwritten(register, monkeypatch: pytest.MonkeyPatch) -> None:
-    store, _register = register
-    first, second = _register("run-a"), _register("run-b")
-    # Another run registered v1 and v2 after this one looked: it must move on to v3, not replace them.
-    monkeypatch.setattr(registry, "version_dirs", lambda *_: {})
-    third = _register("run-c")
-    monkeypatch.undo()
-    assert third.version == 3
-    assert [v.flow_run_id for v in list_versions(store, NAME)] == ["run-a", "run-b", "run-c"]
-    assert (first.version, second.version) == (1, 2)
+def test_a_number_claimed_meanwhile_is_never_reused(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = reserve_model_version(store, CANDIDATE_NAME, "run-a")
+    second = reserve_model_version(store, CANDIDATE_NAME, "run-b")
+    # A third run that looked before the others claimed their numbers must still get a fresh one.
+    monkeypatch.setattr(registry, "_highest_number", lambda _: 0)
+    third = reserve_model_version(store, CANDIDATE_NAME, "run-c")
+    assert (first.version, second.version, third.version) == (1, 2, 3)
+    assert len({first.staging, second.staging, third.staging}) == 3
+
+
+def test_a_failed_run_leaves_a_gap_not_a_version(register: Register, store: Path) -> None:
+    abandoned: StagedVersion = reserve_model_version(store, CANDIDATE_NAME, "run-that-failed")
+    kept = register("run-b")
+    assert (abandoned.version, kept.version) == (1, 2)
+    assert [v.version for v in list_versions(store, CANDIDATE_NAME)] == [2]
+    assert reserve_model_version(store, CANDIDATE_NAME, "run-c").version == 3
+
+
+def test_edge_bundle_is_found_by_version_and_target(register: Register, store: Path) -> None:
+    register("run-a")
+    newest = register("run-b")
+    assert find_edge_bundle(store, CANDIDATE_NAME, None, "gateway") == Path(newest.edge_bundles["gateway"])
+    with pytest.raises(LookupError, match="has no version 7; registered: v1, v2"):
+        find_edge_bundle.fn(store, CANDIDATE_NAME, 7, "gateway")
+    with pytest.raises(LookupError, match="no bundle for target 'watch'; it has: gateway"):
+        find_edge_bundle.fn(store, CANDIDATE_NAME, 1, "watch")
+    with pytest.raises(LookupError, match="No version of nothing"):
+        find_edge_bundle.fn(store, "nothing", None, "gateway")

@@ -1,0 +1,29 @@
+"""The edge-check flow: time a registered edge bundle on the device it targets."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from prefect import flow
+from pydantic import Field
+
+from blocks.stores import ConveyorStores
+from flows.refit import DEFAULT_MODEL_NAME
+from tasks.edge import LatencyBudget, LatencyReport, measure_latency
+from tasks.registry import find_edge_bundle
+
+DEFAULT_BUDGET = LatencyBudget()
+
+
+@flow(name="edge-check")
+def edge_check(
+    model_name: Annotated[str, Field(description="Registry name of the model.")] = DEFAULT_MODEL_NAME,
+    version: Annotated[int | None, Field(description="Version to check; empty: the newest.", ge=1)] = None,
+    target: Annotated[str, Field(description="Edge target whose bundle to time, e.g. gateway.")] = "gateway",
+    budget: Annotated[
+        LatencyBudget, Field(description="Latency and throughput the target must reach.")
+    ] = DEFAULT_BUDGET,
+) -> LatencyReport:
+    """Verify a version's edge bundle and measure p50/p95/p99 latency and throughput with the target's threads."""
+    stores = ConveyorStores.resolve()
+    return measure_latency(find_edge_bundle(stores.model_path, model_name, version, target), budget)
