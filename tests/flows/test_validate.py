@@ -7,9 +7,11 @@ import json
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 from prefect.client.schemas.objects import State
 
 from blocks.stores import ConveyorStores
@@ -114,18 +116,34 @@ def _refused_in_place(state: State, path: Path, stores: ConveyorStores, before: 
     assert _registry(stores) == before
 
 
-def test_a_directory_instead_of_a_file_is_refused_and_left_alone(stores: ConveyorStores) -> None:
+@pytest.fixture
+def leftovers() -> Iterator[list[Path]]:
+    """Paths a test leaves in the landing area on purpose; removed after it, so no later test takes one as newest."""
+    paths: list[Path] = []
+    yield paths
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def test_a_directory_instead_of_a_file_is_refused_and_left_alone(stores: ConveyorStores, leftovers: list[Path]) -> None:
     folder = stores.landing_path / "telemetry-2026-08-01.parquet"
     folder.mkdir(parents=True)
+    leftovers.append(folder)
     before = _registry(stores)
     state = _refit(partition=folder.name)
     _refused_in_place(state, folder, stores, before)
     assert "telemetry-2026-08-01.parquet" in str(state.message)
 
 
-def test_a_path_outside_the_landing_area_is_refused_and_left_alone(stores: ConveyorStores, tmp_path: Path) -> None:
+def test_a_path_outside_the_landing_area_is_refused_and_left_alone(
+    stores: ConveyorStores, leftovers: list[Path]
+) -> None:
     outside = stores.landing_path.parent / "elsewhere" / "telemetry-2026-08-02.parquet"
     outside.parent.mkdir(parents=True, exist_ok=True)
+    leftovers.append(outside)
     generate_telemetry(480, dt.date(2026, 8, 2)).to_parquet(outside)
     before = _registry(stores)
     state = _refit(partition="../elsewhere/telemetry-2026-08-02.parquet")
@@ -133,9 +151,10 @@ def test_a_path_outside_the_landing_area_is_refused_and_left_alone(stores: Conve
     assert "outside the landing folder" in str(state.message)
 
 
-def test_a_file_still_being_written_is_left_to_finish(stores: ConveyorStores) -> None:
+def test_a_file_still_being_written_is_left_to_finish(stores: ConveyorStores, leftovers: list[Path]) -> None:
     growing = stores.landing_path / "telemetry-2026-08-03.parquet"
     growing.write_bytes(b"PAR1")
+    leftovers.append(growing)
     done = threading.Event()
 
     def keep_writing() -> None:
