@@ -192,6 +192,45 @@ def validate(
         raise typer.Exit(1)
 
 
+@app.command("train")
+def train_command(
+    data: Annotated[Path, typer.Argument(help="A telemetry parquet file.")],
+    workers: Annotated[int, typer.Option(min=1, help="Training ranks; more than 1 trains with DDP on Dask.")] = 1,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Existing Dask scheduler, e.g. tcp://host:8786; default: a local cluster.")
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training rows.")] = 12,
+    out: Annotated[Path | None, typer.Option(help="Folder for weights, checkpoints and the evaluation plot.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train and evaluate on a data file as a flow run (DDP across Dask workers when asked)."""
+    from flows.train import train
+    from tasks.cluster import ClusterSpec
+    from tasks.training import TrainingParams
+
+    if not data.is_file():
+        raise CommandError(f"No data file at {data}.")
+    state = train(
+        data=str(data.resolve()),
+        cluster=ClusterSpec(workers=workers, scheduler=scheduler),
+        training=TrainingParams(epochs=epochs),
+        out=str(out.resolve()) if out else None,
+        return_state=True,
+    )
+    if not state.is_completed():
+        raise CommandError(f"Training ended {state.type.value}: {state.message}")
+    result = state.result()
+    metrics = result.metrics
+    text = (
+        f"weights      {result.weights_path} (sha256 {result.weights_sha256[:12]})\n"
+        f"ranks        {result.world_size}"
+        + (f", resumed from epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else "")
+        + f"\nheld-out     ROC AUC {metrics.roc_auc:.3f}, PR AUC {metrics.pr_auc:.3f}, log loss {metrics.log_loss:.3f}"
+        f"\nwall time    {result.train_wall_s:.1f} s training"
+    )
+    _print(result.model_dump(), as_json, text)
+
+
 @app.command("edge-run")
 def edge_run(
     bundle: Annotated[Path, typer.Argument(help="An edge bundle: its folder or its .tar.gz.")],

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from blocks.stores import ConveyorStores
 from flows.validate import validate
+from tasks.cluster import ClusterSpec
 from tasks.edge import EdgeTarget, build_edge_bundle, check_edge_accuracy, quantize_for_edge
 from tasks.evaluation import evaluate_model
 from tasks.export import ParityThresholds, check_onnx_parity, export_onnx
@@ -20,6 +21,7 @@ from tasks.training import TrainingParams, train_model
 
 DEFAULT_MODEL_NAME = "failure-predictor"
 DEFAULT_TRAINING = TrainingParams()
+DEFAULT_CLUSTER = ClusterSpec()
 DEFAULT_PARITY = ParityThresholds()
 DEFAULT_EDGE_TARGETS = [EdgeTarget()]
 
@@ -37,6 +39,9 @@ def refit(
         Field(description="SHA-256 of a snapshot in the data store (e.g. from a validation event); overrides both."),
     ] = None,
     training: Annotated[TrainingParams, Field(description="Model and optimizer settings.")] = DEFAULT_TRAINING,
+    cluster: Annotated[
+        ClusterSpec, Field(description="Train in-process (1 worker), on a local Dask cluster, or on one by address.")
+    ] = DEFAULT_CLUSTER,
     model_name: Annotated[
         str, Field(description="Registry name of the model.", pattern=r"^[a-z0-9][a-z0-9-]*$")
     ] = DEFAULT_MODEL_NAME,
@@ -54,7 +59,7 @@ def refit(
     data = validate(partition=partition, day=day, snapshot=snapshot, model_name=model_name)
     staged = reserve_model_version(stores.model_path, model_name, run_id)
     workdir = Path(staged.staging)
-    model = train_model(data, training, workdir)
+    model = train_model(data, training, workdir, cluster)
     evaluation = evaluate_model(model, data, training.holdout_fraction, workdir)
     exported = export_onnx(
         model,

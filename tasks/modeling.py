@@ -74,7 +74,9 @@ def predict(model: FailureModel, frame: pd.DataFrame) -> np.ndarray:
 
 def save_weights(model: FailureModel, path: Path) -> None:
     """Write the weights (a plain tensor dict, loadable with weights_only=True)."""
-    torch.save(model.state_dict(), path)
+    # Through a file object: torch.save names the archive after a path's stem, which would vary the bytes.
+    with path.open("wb") as handle:
+        torch.save(model.state_dict(), handle)
 
 
 def load_weights(path: Path, hidden_units: list[int]) -> FailureModel:
