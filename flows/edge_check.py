@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from prefect import flow
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from blocks.stores import ConveyorStores
 from flows.refit import DEFAULT_MODEL_NAME
 from tasks.edge import LatencyBudget, LatencyReport, measure_latency
+from tasks.files import FolderName
 from tasks.registry import find_edge_bundle
 
 DEFAULT_BUDGET = LatencyBudget()
@@ -15,8 +16,8 @@ DEFAULT_BUDGET = LatencyBudget()
 
 @flow(name="edge-check")
 def edge_check(
-    model_name: str = Field(DEFAULT_MODEL_NAME, description="Registry name of the model."),
-    version: int | None = Field(None, description="Version to check; empty: the newest.", ge=1),
+    model_name: FolderName = Field(DEFAULT_MODEL_NAME, description="Registry name of the model."),
+    version: PositiveInt | None = Field(None, description="Version to check; empty: the newest."),
     target: str = Field("gateway", description="Edge target whose bundle to time, e.g. gateway."),
     budget: LatencyBudget = Field(DEFAULT_BUDGET, description="Latency and throughput the target must reach."),
 ) -> LatencyReport:

@@ -15,6 +15,7 @@ from tasks.cluster import ClusterSpec
 from tasks.edge import EdgeTarget, build_edge_bundle, check_edge_accuracy, quantize_for_edge
 from tasks.evaluation import evaluate_model
 from tasks.export import ParityThresholds, check_onnx_parity, export_onnx
+from tasks.files import FolderName
 from tasks.registry import Candidate, RegisteredVersion, register_model_version, reserve_model_version
 from tasks.training import TrainingParams, train_model
 
@@ -38,9 +39,7 @@ def refit(
     cluster: ClusterSpec = Field(
         DEFAULT_CLUSTER, description="Train in-process (1 worker), on a local Dask cluster, or on one by address."
     ),
-    model_name: str = Field(
-        DEFAULT_MODEL_NAME, description="Registry name of the model.", pattern=r"^[a-z0-9][a-z0-9-]*$"
-    ),
+    model_name: FolderName = Field(DEFAULT_MODEL_NAME, description="Registry name of the model."),
     parity: ParityThresholds = Field(DEFAULT_PARITY, description="How closely ONNX Runtime must reproduce PyTorch."),
     edge_targets: list[EdgeTarget] = Field(
         DEFAULT_EDGE_TARGETS, description="Devices to build a bundle for, and their accuracy limits."

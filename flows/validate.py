@@ -10,6 +10,7 @@ from pydantic import Field
 
 from blocks.stores import ConveyorStores
 from tasks.data import Snapshot, find_partition, find_snapshot, snapshot_partition
+from tasks.files import FolderName
 from tasks.quarantine import quarantine_batch, report_folder
 from tasks.statistics import find_training_reference
 from tasks.validation import announce_validation, inspect_landed_file, publish_report, require_valid, validate_snapshot
@@ -24,7 +25,7 @@ def validate(
     snapshot: str | None = Field(
         None, description="SHA-256 of a snapshot in the data store to re-check; overrides both."
     ),
-    model_name: str | None = Field(
+    model_name: FolderName | None = Field(
         None, description="Model whose newest version's data is the reference; empty: any model."
     ),
     announce: bool = Field(

@@ -33,7 +33,7 @@ from tasks.export import (
     onnx_run,
     onnx_session,
 )
-from tasks.files import sha256_file, write_atomically, write_text_atomically
+from tasks.files import FolderName, sha256_file, write_atomically, write_text_atomically
 from tasks.modeling import CATEGORY_FEATURE, CATEGORY_VOCABULARY, NUMERIC_FEATURES, OUTPUT_NAME
 from tasks.synthetic import LABEL
 
@@ -63,7 +63,7 @@ class LatencyBudgetError(AssertionError):
 class EdgeTarget(BaseModel):
     """A kind of device the model ships to, and how much accuracy its variant may give up."""
 
-    name: str = Field("gateway", pattern=r"^[a-z0-9][a-z0-9-]*$", description="Bundle name, e.g. gateway.")
+    name: FolderName = Field("gateway", description="Bundle name, e.g. gateway.")
     quantization: Literal["int8", "fp32"] = Field("int8", description="int8: dynamic quantization of the weights.")
     threads: int = Field(1, ge=1, description="Inference threads the device gives the model.")
     max_auc_drop: float = Field(0.005, ge=0, description="Largest held-out ROC AUC loss accepted versus fp32.")

@@ -6,8 +6,13 @@ import hashlib
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import StringConstraints
 
 _CHUNK = 1 << 20
+# Model and edge-target names become folder names: lowercase letters, digits and dashes only.
+FolderName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$")]
 
 
 def write_atomically(target: Path, write: Callable[[Path], object]) -> Path:
