@@ -39,7 +39,7 @@ def _print(data: dict[str, Any] | list[Any], as_json: bool, text: str) -> None:
 def generate(
     rows: Annotated[int, typer.Option(min=1, help="Telemetry rows per day.")] = 50_000,
     day: Annotated[
-        dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Day of the (first) partition; default: today.")
+        dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Day of the (first) partition; default: yesterday.")
     ] = None,
     days: Annotated[int, typer.Option(min=1, help="Consecutive days to write, starting at --day.")] = 1,
     out: Annotated[Path | None, typer.Option(help="Folder to write into; default: the landing folder.")] = None,
@@ -61,7 +61,8 @@ def generate(
     except ValueError as error:
         raise CommandError(f"{error}; corruption kinds are {', '.join(Corruption)}.") from None
     target = out or ConveyorStores.resolve().landing_path
-    first = day.date() if day else dt.date.today()
+    # Yesterday by default: a whole day of readings, none of them in the future.
+    first = day.date() if day else dt.date.today() - dt.timedelta(days=1)
     written = []
     for offset in range(days):
         date = first + dt.timedelta(days=offset)

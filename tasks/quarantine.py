@@ -22,6 +22,10 @@ def report_folder(data_store: Path, sha256: str) -> Path:
     return data_store / "reports" / sha256[:2] / sha256
 
 
+def _holds(target: Path, sha256: str) -> bool:
+    return target.is_file() and sha256_file(target) == sha256
+
+
 @task(name="Quarantine batch")
 def quarantine_batch(batch: Snapshot, quarantine_dir: Path) -> Path:
     """Move a failing batch into the quarantine under its hash, out of every pipeline's reach; returns its folder."""
@@ -29,11 +33,15 @@ def quarantine_batch(batch: Snapshot, quarantine_dir: Path) -> Path:
     folder = quarantine_folder(quarantine_dir, batch.sha256)
     target = folder / source.name
     folder.mkdir(parents=True, exist_ok=True)
-    if target.is_file() and sha256_file(target) == batch.sha256:
-        source.unlink()  # the same bytes are already quarantined: this copy adds nothing
+    if _holds(target, batch.sha256):
+        source.unlink(missing_ok=True)  # the same bytes are already quarantined: this copy adds nothing
     else:
         try:
             source.rename(target)
+        except FileNotFoundError:
+            if not _holds(target, batch.sha256):
+                raise
+            # A concurrent run (the watcher's validate beside a refit's) quarantined these bytes first.
         except OSError as error:
             if error.errno != errno.EXDEV:
                 raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import socket
@@ -103,3 +104,12 @@ def test_edge_run_refuses_a_tampered_bundle_in_one_sentence(candidate: tuple[Pat
     assert result.stderr.strip() == (
         "Error: Bundle gateway failed verification: model.onnx is missing or does not match its SHA-256."
     )
+
+
+def test_default_partition_is_yesterday_and_passes_validation(tmp_path: Path) -> None:
+    result = run_cli("generate", "--rows", "500", "--out", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    (written,) = json.loads(result.stdout)["partitions"]
+    assert Path(written).name == f"telemetry-{dt.date.today() - dt.timedelta(days=1)}.parquet"
+    checked = run_cli("validate", written)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
