@@ -13,9 +13,9 @@ from blocks.settings import ConveyorSettings
 from blocks.stores import ConveyorStores
 from deployments.errors import UnknownDeploymentError
 from deployments.stack import WORK_POOLS, server_healthy, watcher_pid
+from tasks.data import landed_partitions
 from tasks.landing import WatcherState
 from tasks.registry import list_versions
-from tasks.synthetic import PARTITION_PREFIX
 
 
 def _deployment_names() -> list[str]:
@@ -29,7 +29,7 @@ def describe_status(settings: ConveyorSettings) -> dict[str, Any]:
     healthy = server_healthy(settings.api_url)
     report: dict[str, Any] = {"api_url": settings.api_url, "ui_url": settings.ui_url, "server_healthy": healthy}
     stores = ConveyorStores.resolve() if healthy else ConveyorStores.from_settings(settings)
-    landed = sorted(stores.landing_path.glob(f"{PARTITION_PREFIX}*.parquet")) if stores.landing_path.is_dir() else []
+    landed = landed_partitions(stores.landing_path)
     versions = list_versions(stores.model_path)
     report["landing"] = {
         "path": stores.landing_dir,
