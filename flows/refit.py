@@ -18,7 +18,13 @@ from tasks.edge import EdgeTarget, build_edge_bundle, check_edge_accuracy, quant
 from tasks.evaluation import evaluate_model
 from tasks.export import ParityThresholds, check_onnx_parity, export_onnx
 from tasks.files import FolderName
-from tasks.registry import Candidate, RegisteredVersion, register_model_version, reserve_model_version
+from tasks.registry import (
+    Candidate,
+    RegisteredVersion,
+    publish_model_report,
+    register_model_version,
+    reserve_model_version,
+)
 from tasks.training import TrainingParams, train_model
 
 DEFAULT_MODEL_NAME = "failure-predictor"
@@ -85,5 +91,6 @@ def refit(
         for (variant, _), target in zip(variants, edge_targets, strict=True)
     ]
     registered = register_model_version(staged, candidate, bundles, run_id)
+    publish_model_report(registered, candidate)
     report_cache_use()
     return registered

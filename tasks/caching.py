@@ -174,6 +174,7 @@ def _constant_repr(value: object) -> str | None:
     return None if " at 0x" in text else text  # an address differs per process: not a stable fingerprint
 
 
+@cache  # per process: the code that runs is the code that was imported
 def code_fingerprint(function: Callable[..., Any]) -> dict[str, str]:
     """Hashes of the source of ``function`` and of every project function, class and constant it reaches."""
     found: dict[str, str] = {}
@@ -258,15 +259,10 @@ def _argument_marks(function: Callable[..., Any]) -> dict[str, set[type]]:
     return {name: _marks(list(getattr(hint, "__metadata__", ()))) for name, hint in hints.items()}
 
 
-def key_parts(function: Callable[..., Any], inputs: dict[str, Any], ignore: tuple[str, ...] = ()) -> KeyParts:
-    """The components of the key of calling ``function`` with ``inputs``; ``ignore`` names inputs that don't matter."""
-    parts, _ = _key_parts_and_paths(function, inputs, ignore)
-    return parts
-
-
-def _key_parts_and_paths(
-    function: Callable[..., Any], inputs: dict[str, Any], ignore: tuple[str, ...]
+def key_parts(
+    function: Callable[..., Any], inputs: dict[str, Any], ignore: tuple[str, ...] = ()
 ) -> tuple[KeyParts, dict[str, Path]]:
+    """The key components of calling ``function`` with ``inputs``, and where each data input lies."""
     marks = _argument_marks(function)
     data: dict[str, str] = {}
     paths: dict[str, Path] = {}
@@ -289,7 +285,7 @@ def collect_output_hashes(value: Any) -> dict[str, str]:
     """Content hashes of every ``Content`` path in a task's result, by path: what a later hit must still find."""
     data: dict[str, str] = {}
     paths: dict[str, Path] = {}
-    _canonical(value, "result", set(), data, paths) if isinstance(value, BaseModel | list | tuple | dict) else None
+    _canonical(value, "result", set(), data, paths)
     return {str(paths[where]): digest for where, digest in data.items()}
 
 
@@ -426,7 +422,7 @@ class ContentHash(CachePolicy):
         **kwargs: Any,
     ) -> str | None:
         """The key of this call; decides (and logs) hit or miss, discarding stored results that fail checks."""
-        parts, paths = _key_parts_and_paths(task_ctx.task.fn, inputs, self.ignore)
+        parts, paths = key_parts(task_ctx.task.fn, inputs, self.ignore)
         key = parts.key
         with ledger() as db:
             problem = _problem_with(db, task_ctx, key)

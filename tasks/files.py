@@ -10,7 +10,6 @@ from typing import Annotated
 
 from pydantic import StringConstraints
 
-_CHUNK = 1 << 20
 # Model and edge-target names become folder names: lowercase letters, digits and dashes only.
 FolderName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$")]
 
@@ -34,8 +33,5 @@ def write_text_atomically(target: Path, text: str) -> Path:
 
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -134,7 +134,7 @@ def _environment() -> dict[str, str]:
     return versions
 
 
-def _report(staged: StagedVersion, candidate: Candidate, plot: str = "") -> str:
+def _report(name: str, version: int, candidate: Candidate, plot: str = "") -> str:
     metrics = candidate.evaluation.metrics.model_dump().items()
     rows = "\n".join(f"| {key} | {value:.4g} |" for key, value in metrics)
     edge = "\n".join(
@@ -144,7 +144,7 @@ def _report(staged: StagedVersion, candidate: Candidate, plot: str = "") -> str:
     picture = f"\n![ROC and calibration]({plot})\n" if plot else ""
     source = Path(candidate.snapshot.source).name
     return (
-        f"# {staged.name} v{staged.version}\n\nTrained on snapshot `{candidate.snapshot.sha256}` ({source}).\n\n"
+        f"# {name} v{version}\n\nTrained on snapshot `{candidate.snapshot.sha256}` ({source}).\n\n"
         f"| metric | value |\n|---|---|\n{rows}\n{picture}\n"
         f"## Edge variants\n\n| target | ROC AUC | vs fp32 | decisions flipped | size vs fp32 |\n"
         f"|---|---|---|---|---|\n{edge}\n"
@@ -193,7 +193,7 @@ def register_model_version(
     staging.mkdir(parents=True)
     _assemble(staging, candidate, bundles)
     plot = Path(candidate.evaluation.plot_path).name
-    write_text_atomically(staging / "report.md", _report(staged, candidate, plot))
+    write_text_atomically(staging / "report.md", _report(staged.name, staged.version, candidate, plot))
     files = {
         str(p.relative_to(staging)): sha256_file(p)
         for p in sorted(staging.rglob("*"))
@@ -225,11 +225,18 @@ def register_model_version(
     staging.rename(folder)
     registered = read_version(folder)
     get_run_logger().info("Registered %s v%d at %s", staged.name, staged.version, registered.path)
-    create_markdown_artifact(
-        _report(staged, candidate), key="model-version", description=f"{staged.name} v{staged.version}"
-    )
     emit_model_registered(staged.name, staged.version, candidate.snapshot.sha256, registered.metrics)
     return registered
+
+
+@uncached_task("Publish model report", why="shows every run its version, computed now or reused")
+def publish_model_report(registered: RegisteredVersion, candidate: Candidate) -> None:
+    """The version's metrics and edge variants as this run's model-version artifact."""
+    create_markdown_artifact(
+        _report(registered.name, registered.version, candidate),
+        key="model-version",
+        description=f"{registered.name} v{registered.version}",
+    )
 
 
 @uncached_task("Find edge bundle", why="looks up the model store")

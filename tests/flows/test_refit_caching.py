@@ -100,6 +100,7 @@ def test_only_lookups_and_side_effects_are_not_cached(runs: dict[str, dict[str, 
         "Check landed file",
         "Find training reference",
         "Publish validation report",
+        "Publish model report",
         "Report cache use",
         "Find newest landed partition",
     }
@@ -124,9 +125,13 @@ def test_export_is_reused_when_retraining_gave_bit_identical_weights(runs: dict[
     assert _by_task(runs["edited"])["Export to ONNX"][0] == "hit"
 
 
-def test_the_run_publishes_the_table_the_cli_prints(runs: dict[str, dict[str, Any]]) -> None:
+def test_a_cached_run_still_shows_its_version_and_publishes_the_table_the_cli_prints(
+    runs: dict[str, dict[str, Any]],
+) -> None:
     flow_run_id = runs["unchanged"]["flow_run_id"]
-    table = flow_run_artifacts(flow_run_id)["cache-explain"]
+    artifacts = flow_run_artifacts(flow_run_id)
+    assert f"{MODEL} v{runs['cold']['version']}" in artifacts["model-version"]["data"]
+    table = artifacts["cache-explain"]
     explained = run_cli("cache", "explain", flow_run_id, "--json")
     assert explained.returncode == 0, explained.stderr
     assert json.loads(table["data"]) == json.loads(explained.stdout) == runs["unchanged"]["rows"]
