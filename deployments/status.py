@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
 from prefect import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
+from pydantic import ValidationError
 
 from blocks.settings import ConveyorSettings
 from blocks.stores import ConveyorStores
@@ -15,7 +17,7 @@ from deployments.errors import UnknownDeploymentError
 from deployments.stack import WORK_POOLS, server_healthy, watcher_pid
 from tasks.data import landed_partitions
 from tasks.landing import WatcherState
-from tasks.registry import list_versions
+from tasks.registry import RegisteredVersion, list_versions
 
 
 def _deployment_names() -> list[str]:
@@ -116,9 +118,11 @@ def describe_run(settings: ConveyorSettings, flow_run: FlowRun) -> dict[str, Any
         "url": f"{settings.ui_url}/runs/flow-run/{flow_run.id}",
         "model": None,
     }
-    for version in list_versions(ConveyorStores.resolve().model_path):
-        if version.flow_run_id == str(flow_run.id):
-            outcome["model"] = version.model_dump()
+    # Refit's result is the version it made or reused, stored as JSON: it comes back as a dict.
+    result = state.result(raise_on_failure=False) if state and state.is_completed() else None
+    if isinstance(result, dict | RegisteredVersion):
+        with suppress(ValidationError):
+            outcome["model"] = RegisteredVersion.model_validate(result).model_dump()
     return outcome
 
 

@@ -34,7 +34,8 @@ DEFAULT_PARITY = ParityThresholds()
 DEFAULT_EDGE_TARGETS = [EdgeTarget()]
 
 
-@flow(name="refit", log_prints=True)
+# The version is the run's result, kept as JSON: a run served from the cache still says which version it made.
+@flow(name="refit", log_prints=True, persist_result=True, result_serializer="json")
 def refit(
     day: dt.date | None = Field(None, description="Day of the landed partition to train on; empty: the newest one."),
     partition: str | None = Field(

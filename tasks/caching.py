@@ -22,7 +22,7 @@ from contextlib import closing, contextmanager
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar, get_type_hints
+from typing import Any, Literal, ParamSpec, TypeVar, get_type_hints
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -42,7 +42,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DISTRIBUTION = "conveyor"
-COMPONENTS = ("data", "params", "code", "dependencies")
 _LEDGER_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS entries (
         key TEXT PRIMARY KEY, task TEXT, parts TEXT, record_checksum TEXT, outputs TEXT, created REAL, used REAL
@@ -100,13 +99,16 @@ class KeyParts:
         return changed
 
 
+Outcome = Literal["hit", "miss", "not cached"]
+
+
 @dataclasses.dataclass
 class Decision:
     """Whether one task run reused a cached result, and why or why not."""
 
     task: str
     task_run_name: str
-    outcome: str  # hit | miss | not cached
+    outcome: Outcome
     reason: str
     key: str | None = None
 
@@ -424,6 +426,7 @@ class ContentHash(CachePolicy):
         """The key of this call; decides (and logs) hit or miss, discarding stored results that fail checks."""
         parts, paths = key_parts(task_ctx.task.fn, inputs, self.ignore)
         key = parts.key
+        outcome: Outcome
         with ledger() as db:
             problem = _problem_with(db, task_ctx, key)
             if _forced(flow_parameters):
