@@ -178,9 +178,12 @@ def _failure_cases(frame: pd.DataFrame | pl.DataFrame) -> pd.DataFrame | None:
     """Pandera's failure cases of a frame (polars backend for a polars frame, schema and data), or None if valid."""
     try:
         if isinstance(frame, pl.DataFrame):
-            text = frame.with_columns(pl.col(pl.Categorical, pl.Enum).cast(pl.String))
+            # As in pandas, a category is its text and NaN is missing (polars would rank NaN above every bound).
+            as_pandas_reads = frame.lazy().with_columns(
+                pl.col(pl.Categorical, pl.Enum).cast(pl.String), pl.col(pl.Float32, pl.Float64).fill_nan(None)
+            )
             with config_context(validation_depth=ValidationDepth.SCHEMA_AND_DATA):
-                _POLARS_SCHEMA.validate(text.lazy(), lazy=True).collect()
+                _POLARS_SCHEMA.validate(as_pandas_reads, lazy=True).collect()
         else:
             TelemetrySchema.validate(_categories_as_text(frame), lazy=True)
     except SchemaErrors as errors:
