@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow
-from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from blocks.settings import get_settings
 from blocks.stores import ConveyorStores
 from flows.refit import DEFAULT_CLUSTER, DEFAULT_TRAINING
+from tasks.caching import copy_outputs, report_cache_use
 from tasks.cluster import ClusterSpec
 from tasks.data import snapshot_partition
 from tasks.evaluation import Metrics, evaluate_model
@@ -34,17 +33,19 @@ def train(
     data: str = Field(..., description="A telemetry parquet file to train on."),
     cluster: ClusterSpec = Field(DEFAULT_CLUSTER, description="Where training runs."),
     training: TrainingParams = Field(DEFAULT_TRAINING, description="Model and optimizer settings."),
-    out: str | None = Field(None, description="Folder for the weights, checkpoints and plot."),
+    out: str | None = Field(None, description="Folder to copy the weights and the evaluation plot into."),
+    force_recompute: bool = Field(False, description="Train again instead of reusing a cached model."),
 ) -> TrainingRun:
     """Snapshot and validate a data file, train on it (DDP across Dask workers when asked) and evaluate."""
     stores = ConveyorStores.resolve()
     snapshot = snapshot_partition(Path(data), stores.data_path)
     require_valid(validate_snapshot(snapshot))
-    workdir = Path(out) if out else get_settings().state_dir / "training" / str(flow_run.id or "local")
-    model = train_model(snapshot, training, workdir, cluster)
-    evaluation = evaluate_model(model, snapshot, training.holdout_fraction, workdir)
+    model = train_model(snapshot, training, cluster)
+    evaluation = evaluate_model(model, snapshot, training.holdout_fraction)
+    weights = copy_outputs([model.weights_path, evaluation.plot_path], Path(out))[0] if out else model.weights_path
+    report_cache_use()
     return TrainingRun(
-        weights_path=model.weights_path,
+        weights_path=weights,
         weights_sha256=model.weights_sha256,
         world_size=model.world_size,
         resumed_from_epoch=model.resumed_from_epoch,

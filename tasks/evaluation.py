@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from matplotlib.figure import Figure
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score, roc_curve
 
+from tasks.caching import Content, cached_task, task_output_dir
 from tasks.data import Snapshot, read_snapshot, split_holdout
 from tasks.modeling import load_weights, predict
 from tasks.synthetic import LABEL
@@ -36,7 +38,7 @@ class Evaluation(BaseModel):
     """Metrics and the plot that shows them."""
 
     metrics: Metrics
-    plot_path: str
+    plot_path: Annotated[str, Content]
 
 
 def compute_metrics(labels: np.ndarray, probabilities: np.ndarray) -> Metrics:
@@ -78,14 +80,14 @@ def plot_evaluation(labels: np.ndarray, probabilities: np.ndarray, metrics: Metr
     return path
 
 
-@task(name="Evaluate on held-out machines")
-def evaluate_model(model: TrainedModel, snapshot: Snapshot, holdout_fraction: float, workdir: Path) -> Evaluation:
+@cached_task("Evaluate on held-out machines")
+def evaluate_model(model: TrainedModel, snapshot: Snapshot, holdout_fraction: float) -> Evaluation:
     """Score the held-out split: ROC AUC, PR AUC, log loss, Brier score and calibration."""
     _, holdout = split_holdout(read_snapshot(snapshot), holdout_fraction)
     labels = holdout[LABEL].to_numpy(dtype=float)
     probabilities = predict(load_weights(Path(model.weights_path), model.hidden_units), holdout)
     metrics = compute_metrics(labels, probabilities)
-    plot = plot_evaluation(labels, probabilities, metrics, workdir / "evaluation.png")
+    plot = plot_evaluation(labels, probabilities, metrics, task_output_dir() / "evaluation.png")
     create_table_artifact(
         [{"metric": name, "value": round(value, 4)} for name, value in metrics.model_dump().items()],
         key="held-out-metrics",

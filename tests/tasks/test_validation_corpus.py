@@ -36,8 +36,8 @@ def test_every_bad_batch_is_refused_by_name(bad_batch: tuple[str, Path, str | No
     assert report.engine_passed("great_expectations") is (name in _PANDERA_ONLY), named
 
 
-def _named(violations: pd.DataFrame) -> list[tuple[str, str, int]]:
-    return [(str(v.check), str(v.column), int(v.failing_rows)) for v in violations.itertuples()]
+def _named(violations: pd.DataFrame) -> list[tuple[object, object, object]]:
+    return list(zip(violations["check"], violations["column"], violations["failing_rows"], strict=True))
 
 
 @pytest.mark.parametrize("name", sorted(name for name, (_, expected) in BAD_BATCHES.items() if expected is not None))
