@@ -44,6 +44,7 @@ def _batch(rows: int, folder: Path, day: dt.date) -> Snapshot:
 
 def _measure(rows: int, folder: Path, repeat: int) -> dict[str, float]:
     """Best-of-``repeat`` seconds of each engine and of the whole step on one batch, interleaved, as load varies."""
+    print(f"measuring {rows:,} rows, best of {repeat} ...", flush=True)
     batch = _batch(rows, folder, dt.date(2026, 1, 2))
     reference = _batch(rows, folder, dt.date(2026, 1, 1))
     table = read_batch(Path(batch.path))

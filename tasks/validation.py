@@ -180,11 +180,12 @@ def _failure_cases(frame: pd.DataFrame | pl.DataFrame) -> pd.DataFrame | None:
     try:
         if isinstance(frame, pl.DataFrame):
             # As in pandas, a category is its text and NaN is missing (polars would rank NaN above every bound).
-            as_pandas_reads = frame.lazy().with_columns(
+            # Done once, eagerly: pandera collects each check on its own, and would redo a lazy step every time.
+            as_pandas_reads = frame.with_columns(
                 pl.col(pl.Categorical, pl.Enum).cast(pl.String), pl.col(pl.Float32, pl.Float64).fill_nan(None)
             )
             with config_context(validation_depth=ValidationDepth.SCHEMA_AND_DATA):
-                _POLARS_SCHEMA.validate(as_pandas_reads, lazy=True).collect()
+                _POLARS_SCHEMA.validate(as_pandas_reads.lazy(), lazy=True).collect()
         else:
             TelemetrySchema.validate(_categories_as_text(frame), lazy=True)
     except SchemaErrors as errors:
