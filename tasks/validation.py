@@ -1,6 +1,8 @@
 """Data contract of landed telemetry, enforced with pandera and Great Expectations before anything trains on it.
 
-Each engine checks the whole contract; a batch passes only when both pass. What each cannot express:
+Each engine checks the whole contract; a batch passes only when both pass. The contract is TelemetrySchema; pandera
+runs it through its polars backend (derived from the model: same columns, checks and options) on the batch's arrow
+buffers, and through its pandas backend wherever a pandas frame is given. What each engine cannot express:
 - Great Expectations (tasks/contracts/telemetry.json): timestamps increasing per machine (no grouped expectations),
   and the dtype of string columns (pandas 3's ``str`` dtype matches no GX type name; they are checked by value).
 - pandera: everything here, but it renders no HTML; the Data Docs written next to each report come from GX.
@@ -16,9 +18,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pandera.polars as pap
+import polars as pl
 import pyarrow as pa_arrow
+import pyarrow.parquet as pq
+from pandera.config import ValidationDepth, config_context
+from pandera.dtypes import DataType, is_datetime, is_string
 from pandera.errors import SchemaErrors
 from pandera.typing import Series
 from prefect import get_run_logger
@@ -27,11 +35,11 @@ from pydantic import BaseModel
 
 from blocks.settings import ConveyorSettings, get_settings
 from tasks.caching import Content, cached_task, task_output_dir, uncached_task
-from tasks.data import Snapshot, read_snapshot
+from tasks.data import Snapshot
 from tasks.events import emit_validation
 from tasks.expectations import run_suite
 from tasks.files import sha256_file, write_text_atomically
-from tasks.statistics import StatisticWarning, statistic_warnings
+from tasks.statistics import ReferenceProfile, StatisticWarning, reference_profile, statistic_warnings
 from tasks.synthetic import LABEL, MACHINE_MODELS
 
 # How many failing checks the error message names; the full list is in the report.
@@ -68,8 +76,28 @@ def latest_allowed_timestamp(settings: ConveyorSettings | None = None) -> pd.Tim
     return pd.Timestamp.now() + pd.Timedelta(seconds=(settings or get_settings()).future_tolerance_s)
 
 
+# What a check hands pandera: a boolean per row (pandas Series, or a polars LazyFrame of one column) or one boolean.
+CheckOutput = pd.Series | pl.LazyFrame | bool
+
+
+def _evaluate(data: pd.Series | pd.DataFrame | pap.PolarsData, rule: pl.Expr) -> CheckOutput:
+    """Evaluate a rule written once as a polars expression in whichever pandera backend calls it."""
+    if isinstance(data, pap.PolarsData):
+        return data.lazyframe.select(rule)
+    frame = data.to_frame() if isinstance(data, pd.Series) else data
+    outcome = pl.from_pandas(frame[list(dict.fromkeys(rule.meta.root_names()))]).select(rule).to_series()
+    return pd.Series(outcome.to_numpy(), index=frame.index) if len(outcome) == len(frame) else bool(outcome.all())
+
+
+def _column(data: pd.Series | pap.PolarsData) -> str:
+    return data.key if isinstance(data, pap.PolarsData) else str(data.name)
+
+
 class TelemetrySchema(pa.DataFrameModel):
-    """One telemetry reading per machine and timestamp."""
+    """One telemetry reading per machine and timestamp: the contract, once (the polars schema is derived from it).
+
+    Built-in checks run in either pandera backend; the rest are polars expressions that both backends evaluate.
+    """
 
     machine_id: Series[str] = pa.Field(str_matches=r"^M-\d{5,}$")
     timestamp: Series[pd.Timestamp] = pa.Field()
@@ -83,25 +111,27 @@ class TelemetrySchema(pa.DataFrameModel):
     failure_within_7d: Series[int] = pa.Field(isin=[0, 1], alias=LABEL)
 
     @pa.check("timestamp", name="not_in_the_future")
-    def _not_in_the_future(cls, timestamps: pd.Series) -> pd.Series:
-        return timestamps <= latest_allowed_timestamp()
+    def _not_in_the_future(cls, data: pd.Series | pap.PolarsData) -> CheckOutput:
+        return _evaluate(data, pl.col(_column(data)) <= latest_allowed_timestamp().to_pydatetime())
 
     @pa.dataframe_check(name="has_rows")
-    def _has_rows(cls, frame: pd.DataFrame) -> bool:
-        return len(frame) > 0
+    def _has_rows(cls, data: pd.DataFrame | pap.PolarsData) -> CheckOutput:
+        if isinstance(data, pd.DataFrame):
+            return len(data) > 0  # pandas' check cannot select an expression from a frame without columns
+        return _evaluate(data, pl.len() > 0)
 
     @pa.check("machine_id", "machine_model", name="no_control_characters")
-    def _no_control_characters(cls, texts: pd.Series) -> pd.Series:
-        return ~texts.astype("string").str.contains(_CONTROL_CHARACTERS).fillna(False).astype(bool)
+    def _no_control_characters(cls, data: pd.Series | pap.PolarsData) -> CheckOutput:
+        return _evaluate(data, ~pl.col(_column(data)).str.contains(_CONTROL_CHARACTERS).fill_null(False))
 
     @pa.dataframe_check(name=_TIMESTAMPS_INCREASE)
-    def _timestamps_increase(cls, frame: pd.DataFrame) -> pd.Series:
-        step = frame.groupby("machine_id", sort=False, observed=True)["timestamp"].diff()
-        return step.isna() | (step > pd.Timedelta(0))
+    def _timestamps_increase(cls, data: pd.DataFrame | pap.PolarsData) -> CheckOutput:
+        step = pl.col("timestamp").diff().over("machine_id")
+        return _evaluate(data, step.is_null() | (step > pl.duration()))
 
     @pa.dataframe_check(name=_IDLE_IS_STILL)
-    def _idle_machines_are_still(cls, frame: pd.DataFrame) -> pd.Series:
-        return (frame["rpm"] != 0) | (frame["vibration"] <= IDLE_VIBRATION_MAX)
+    def _idle_machines_are_still(cls, data: pd.DataFrame | pap.PolarsData) -> CheckOutput:
+        return _evaluate(data, (pl.col("rpm") != 0) | (pl.col("vibration") <= IDLE_VIBRATION_MAX))
 
     class Config:
         """Exactly these columns, each reading once."""
@@ -111,30 +141,97 @@ class TelemetrySchema(pa.DataFrameModel):
         unique = ["machine_id", "timestamp"]
 
 
+def _polars_dtype(dtype: DataType) -> pl.DataType | type[pl.DataType]:
+    """The polars spelling of one of the contract's pandas dtypes (numbers keep their width)."""
+    if is_string(dtype):
+        return pl.String
+    if is_datetime(dtype):
+        return pl.Datetime  # any time unit, as in pandas
+    return pl.Series(np.empty(0, dtype=str(dtype))).dtype
+
+
+def polars_schema() -> pap.DataFrameSchema:
+    """TelemetrySchema for pandera's polars backend: the same columns, checks and options."""
+    source = TelemetrySchema.to_schema()
+    columns = {
+        name: pap.Column(
+            _polars_dtype(column.dtype), checks=column.checks, nullable=column.nullable, unique=column.unique
+        )
+        for name, column in source.columns.items()
+    }
+    return pap.DataFrameSchema(
+        columns, checks=source.checks, strict=TelemetrySchema.Config.strict, unique=source.unique, name=source.name
+    )
+
+
+_POLARS_SCHEMA = polars_schema()
+_UNIQUE_KEY = "multiple_fields_uniqueness"
+_KEY_COLUMNS: list[str] = list(TelemetrySchema.Config.unique)
+
+
 def _categories_as_text(frame: pd.DataFrame) -> pd.DataFrame:
     """Categorical columns as pandas' string dtype: the contract checks their values, not how they are stored."""
     categorical = [c for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
     return frame.astype(dict.fromkeys(categorical, "str")) if categorical else frame
 
 
-def contract_violations(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every failing pandera check (lazy validation), one row per check and column; empty when valid."""
+def _failure_cases(frame: pd.DataFrame | pl.DataFrame) -> pd.DataFrame | None:
+    """Pandera's failure cases of a frame (polars backend for a polars frame, schema and data), or None if valid."""
     try:
-        TelemetrySchema.validate(_categories_as_text(frame), lazy=True)
+        if isinstance(frame, pl.DataFrame):
+            # As in pandas, a category is its text and NaN is missing (polars would rank NaN above every bound).
+            # Done once, eagerly: pandera collects each check on its own, and would redo a lazy step every time.
+            as_pandas_reads = frame.with_columns(
+                pl.col(pl.Categorical, pl.Enum).cast(pl.String), pl.col(pl.Float32, pl.Float64).fill_nan(None)
+            )
+            with config_context(validation_depth=ValidationDepth.SCHEMA_AND_DATA):
+                _POLARS_SCHEMA.validate(as_pandas_reads.lazy(), lazy=True).collect()
+        else:
+            TelemetrySchema.validate(_categories_as_text(frame), lazy=True)
     except SchemaErrors as errors:
         cases = errors.failure_cases
-        # For missing or unexpected columns the failure case is the column's name: report it as the column.
-        about_columns = cases["check"].isin(_COLUMN_PRESENCE_CHECKS)
-        cases["column"] = cases["column"].where(~about_columns, cases["failure_case"]).fillna("(whole table)")
-        blamed = cases["check"].map(_ROW_CHECK_BLAME)
-        cases = cases[blamed.isna() | (cases["column"] == blamed)]
-        return (
-            cases.groupby(["check", "column"], dropna=False, sort=False)
-            .agg(failing_rows=("index", "size"), examples=("failure_case", lambda s: [str(v) for v in s.head(3)]))
-            .reset_index()
-            .sort_values("failing_rows", ascending=False, kind="stable")
-        )
-    return pd.DataFrame(columns=["check", "column", "failing_rows", "examples"])
+        return cases.to_pandas() if isinstance(cases, pl.DataFrame) else cases
+    return None
+
+
+def contract_violations(frame: pd.DataFrame | pl.DataFrame) -> pd.DataFrame:
+    """Every failing pandera check (lazy validation), one row per check and column; empty when valid."""
+    if isinstance(frame, pl.DataFrame):
+        cases = _failure_cases(frame) if frame.width else None
+        if not frame.width or _is_misshapen(cases):
+            # The polars backend stops at the first unexpected column, cannot check a frame without columns and
+            # spells dtypes its own way: a batch of the wrong shape (refused either way) goes to the pandas backend.
+            return contract_violations(frame.to_pandas())
+    else:
+        cases = _failure_cases(frame)
+    if cases is None:
+        return pd.DataFrame(columns=["check", "column", "failing_rows", "examples"])
+    # The polars backend names the schema as the column of table-wide checks: blame them like the pandas backend does.
+    whole_table = cases["column"] == _POLARS_SCHEMA.name
+    cases["column"] = cases["column"].mask(whole_table, cases["check"].map(_ROW_CHECK_BLAME))
+    duplicated_key = whole_table & (cases["check"] == _UNIQUE_KEY)
+    key_columns = pd.Series([_KEY_COLUMNS] * len(cases), index=cases.index)
+    cases["column"] = cases["column"].astype(object).mask(duplicated_key, key_columns)
+    cases = cases.explode("column")
+    # For missing or unexpected columns the failure case is the column's name: report it as the column.
+    about_columns = cases["check"].isin(_COLUMN_PRESENCE_CHECKS)
+    cases["column"] = cases["column"].where(~about_columns, cases["failure_case"]).fillna("(whole table)")
+    blamed = cases["check"].map(_ROW_CHECK_BLAME)
+    cases = cases[blamed.isna() | (cases["column"] == blamed)]
+    return (
+        cases.groupby(["check", "column"], dropna=False, sort=False)
+        .agg(failing_rows=("index", "size"), examples=("failure_case", lambda s: [str(v) for v in s.head(3)]))
+        .reset_index()
+        .sort_values("failing_rows", ascending=False, kind="stable")
+    )
+
+
+def _is_misshapen(cases: pd.DataFrame | None) -> bool:
+    """Whether pandera found missing, unexpected or mistyped columns."""
+    if cases is None:
+        return False
+    checks = cases["check"].astype(str)
+    return bool((checks.isin(_COLUMN_PRESENCE_CHECKS) | checks.str.startswith("dtype(")).any())
 
 
 class Violation(BaseModel):
@@ -231,13 +328,21 @@ class ValidationReport(BaseModel):
         return "\n".join(lines) + "\n"
 
 
-def read_batch(path: Path) -> pd.DataFrame:
-    """A batch's rows; UnreadableBatchError with the reader's reason when its bytes are not a parquet table."""
+def read_batch(path: Path) -> pa_arrow.Table:
+    """A batch's rows as arrow; UnreadableBatchError with the reader's reason when its bytes are not a parquet table."""
     try:
-        return pd.read_parquet(path)
+        return pq.read_table(path)
     except (OSError, ValueError, pa_arrow.ArrowException) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UnreadableBatchError(f"{path.name} is not a readable parquet file ({reason}).") from None
+
+
+def as_polars(table: pa_arrow.Table) -> pl.DataFrame:
+    """The batch's columns for polars, sharing arrow's buffers; a pandas index stored in the file is not a column."""
+    stored_index = [c for c in (table.schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)]
+    frame = pl.from_arrow(table.drop_columns(stored_index))
+    assert isinstance(frame, pl.DataFrame)  # a table, not a single column
+    return frame
 
 
 def check_batch(batch: Snapshot, reference: Snapshot | None = None, docs_dir: Path | None = None) -> ValidationReport:
@@ -245,19 +350,21 @@ def check_batch(batch: Snapshot, reference: Snapshot | None = None, docs_dir: Pa
     settings = get_settings()
     report = ValidationReport(snapshot_sha256=batch.sha256, source=batch.source, rows=0, violations=[])
     try:
-        frame = read_batch(Path(batch.path))
+        table = read_batch(Path(batch.path))
     except UnreadableBatchError as error:
         unreadable = Violation(engine="reader", check="readable parquet", column="(file)", failing_rows=0,
                                examples=[str(error)])  # fmt: skip
         return report.model_copy(update={"readable": False, "violations": [unreadable]})
-    # The engines only read the frame; GX runs beside pandera, and the reference is read meanwhile, as most of their
-    # work is in pandas and pyarrow kernels that release the GIL.
+    # Read once: pandera's polars backend checks arrow's buffers in place; GX and the statistics need pandas.
+    frame = table.to_pandas(split_blocks=True)
+    # The engines only read the data: GX runs beside pandera (polars' work releases the GIL), and the reference's
+    # profile is read (or, the first time, computed) meanwhile.
     with ThreadPoolExecutor(max_workers=2) as pool:
         gx = pool.submit(run_suite, frame, latest_allowed_timestamp(settings), docs_dir)
-        baseline = pool.submit(_read_reference, reference)
-        pandera = [Violation.model_validate(row) for row in contract_violations(frame).to_dict("records")]
-        expectations = [Violation(engine="great_expectations", **failure) for failure in gx.result()]
+        baseline = pool.submit(_reference_profile, reference)
+        pandera = [Violation.model_validate(row) for row in contract_violations(as_polars(table)).to_dict("records")]
         warnings = statistic_warnings(frame, baseline.result(), settings.psi_warning, settings.null_share_warning)
+        expectations = [Violation(engine="great_expectations", **failure) for failure in gx.result()]
     return report.model_copy(
         update={
             "rows": len(frame),
@@ -268,11 +375,11 @@ def check_batch(batch: Snapshot, reference: Snapshot | None = None, docs_dir: Pa
     )
 
 
-def _read_reference(reference: Snapshot | None) -> pd.DataFrame | None:
+def _reference_profile(reference: Snapshot | None) -> ReferenceProfile | None:
     if reference is None:
         return None
     try:
-        return read_snapshot(reference)
+        return reference_profile(reference)
     except (OSError, ValueError, pa_arrow.ArrowException):
         return None  # a reference that cannot be read only costs the statistics
 

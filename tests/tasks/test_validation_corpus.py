@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+import pytest
+
 from tasks.data import Snapshot
 from tasks.files import sha256_file
-from tasks.validation import ValidationReport, check_batch
+from tasks.validation import ValidationReport, as_polars, check_batch, contract_violations, read_batch
+from tests.conftest import BAD_BATCHES
 
 # Great Expectations has no grouped expectation, so only pandera sees timestamps going backwards per machine.
 _PANDERA_ONLY = {"timestamps out of order"}
@@ -32,7 +36,17 @@ def test_every_bad_batch_is_refused_by_name(bad_batch: tuple[str, Path, str | No
     assert report.engine_passed("great_expectations") is (name in _PANDERA_ONLY), named
 
 
-def test_the_corpus_has_at_least_twenty_kinds_of_damage() -> None:
-    from tests.conftest import BAD_BATCHES
+def _named(violations: pd.DataFrame) -> list[tuple[object, object, object]]:
+    return list(zip(violations["check"], violations["column"], violations["failing_rows"], strict=True))
 
+
+@pytest.mark.parametrize("name", sorted(name for name, (_, expected) in BAD_BATCHES.items() if expected is not None))
+def test_both_pandera_backends_say_the_same_about_every_readable_bad_batch(name: str, tmp_path: Path) -> None:
+    path = tmp_path / "telemetry-bad.parquet"
+    BAD_BATCHES[name][0](path)
+    table = read_batch(path)
+    assert _named(contract_violations(as_polars(table))) == _named(contract_violations(table.to_pandas()))
+
+
+def test_the_corpus_has_at_least_twenty_kinds_of_damage() -> None:
     assert len(BAD_BATCHES) >= 20

@@ -10,7 +10,7 @@ import pandas as pd
 from tasks.data import Snapshot
 from tasks.expectations import load_suite
 from tasks.files import sha256_file
-from tasks.statistics import find_reference, population_stability, statistic_warnings
+from tasks.statistics import find_reference, population_stability, profile_frame, statistic_warnings
 from tasks.synthetic import Drift, generate_telemetry
 from tasks.validation import TelemetrySchema, check_batch
 
@@ -41,7 +41,8 @@ def test_drifted_but_valid_batch_passes_with_a_psi_warning(tmp_path: Path) -> No
 def test_null_share_above_the_reference_is_reported() -> None:
     frame = generate_telemetry(1_000, DAY)
     frame.loc[:99, "pressure"] = float("nan")
-    warnings = statistic_warnings(frame, generate_telemetry(1_000, DAY), psi_warning=10.0, null_share_warning=0.05)
+    reference = profile_frame(generate_telemetry(1_000, DAY), "reference")
+    warnings = statistic_warnings(frame, reference, psi_warning=10.0, null_share_warning=0.05)
     assert [(w.statistic, w.column) for w in warnings] == [("null share", "pressure")]
 
 
