@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -82,8 +83,15 @@ def plot_evaluation(labels: np.ndarray, probabilities: np.ndarray, metrics: Metr
 def evaluate_model(model: TrainedModel, snapshot: Snapshot, holdout_fraction: float, workdir: Path) -> Evaluation:
     """Score the held-out split: ROC AUC, PR AUC, log loss, Brier score and calibration."""
     _, holdout = split_holdout(read_snapshot(snapshot), holdout_fraction)
-    labels = holdout[LABEL].to_numpy(dtype=float)
     probabilities = predict(load_weights(Path(model.weights_path), model.hidden_units), holdout)
+    return publish_evaluation(holdout, probabilities, snapshot, workdir)
+
+
+def publish_evaluation(
+    holdout: pd.DataFrame, probabilities: np.ndarray, snapshot: Snapshot, workdir: Path
+) -> Evaluation:
+    """Metrics, plot, artifact and log line of any model's held-out probabilities, so model families compare."""
+    labels = holdout[LABEL].to_numpy(dtype=float)
     metrics = compute_metrics(labels, probabilities)
     plot = plot_evaluation(labels, probabilities, metrics, workdir / "evaluation.png")
     create_table_artifact(
