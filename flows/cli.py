@@ -201,6 +201,73 @@ def train_command(
     _print(result.model_dump(), as_json, text)
 
 
+@app.command("tune")
+def tune_command(
+    data: Annotated[Path, typer.Argument(help="A telemetry parquet file.")],
+    workers: Annotated[int, typer.Option(min=1, help="Dask workers the trials run on side by side.")] = 2,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Existing Dask scheduler, e.g. tcp://host:8786; default: a local cluster.")
+    ] = None,
+    max_depth: Annotated[list[int] | None, typer.Option(help="Tree depth to try (repeatable).")] = None,
+    learning_rate: Annotated[list[float] | None, typer.Option(help="Shrinkage to try (repeatable).")] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Boosting rounds of every trial.")] = 100,
+    metric: Annotated[str, typer.Option(help="Held-out metric that picks the best trial.")] = "roc_auc",
+    compare_torch: Annotated[
+        bool, typer.Option("--compare-torch", help="Also train the torch model and compare the families.")
+    ] = False,
+    out: Annotated[Path | None, typer.Option(help="Folder for the torch model when it is compared.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Search XGBoost hyper-parameters on a data file, trials fanned out on Dask workers, as a flow run."""
+    from typing import get_args
+
+    from pydantic import ValidationError
+
+    from flows.tune import DEFAULT_SPACE, tune
+    from tasks.boosting import BoostingParams
+    from tasks.cluster import ClusterSpec
+    from tasks.training import TrainingParams
+    from tasks.tuning import TuningMetric
+
+    if not data.is_file():
+        raise CommandError(f"No data file at {data}.")
+    if metric not in get_args(TuningMetric):
+        raise CommandError(f"--metric must be one of {', '.join(get_args(TuningMetric))}; got {metric!r}.")
+    try:
+        space = DEFAULT_SPACE.model_copy(
+            update={
+                "max_depth": max_depth or DEFAULT_SPACE.max_depth,
+                "learning_rate": learning_rate or DEFAULT_SPACE.learning_rate,
+            }
+        )
+        space.trials(BoostingParams(rounds=rounds))
+        cluster = ClusterSpec(workers=workers, scheduler=scheduler)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        raise CommandError(f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}.") from None
+    state = tune(
+        data=str(data.resolve()),
+        base=BoostingParams(rounds=rounds),
+        space=space,
+        metric=metric,
+        cluster=cluster,
+        compare_torch=TrainingParams() if compare_torch else None,
+        out=str(out.resolve()) if out else None,
+        return_state=True,
+    )
+    if not state.is_completed():
+        raise CommandError(f"Tuning ended {state.type.value}: {state.message}")
+    result = state.result()
+    lines = [
+        f"trial {i}{' (best)' if i == result.best else ''}: max_depth {t.params.max_depth}, "
+        f"learning_rate {t.params.learning_rate:g}, {metric} {getattr(t.metrics, metric):.4f}, {t.wall_s:.1f} s"
+        for i, t in enumerate(result.trials)
+    ]
+    if result.torch:
+        lines.append(f"torch: {metric} {getattr(result.torch, metric):.4f}")
+    _print(result.model_dump(), as_json, "\n".join(lines))
+
+
 @app.command("edge-run")
 def edge_run(
     bundle: Annotated[Path, typer.Argument(help="An edge bundle: its folder or its .tar.gz.")],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import operator
 import time
@@ -27,7 +26,7 @@ from xgboost import dask as dxgb
 
 from tasks.cluster import ClusterSpec, dask_client, pick_ranks
 from tasks.data import Snapshot, read_snapshot, split_holdout
-from tasks.evaluation import Evaluation, Metrics, compute_metrics, publish_evaluation
+from tasks.evaluation import Evaluation, publish_evaluation
 from tasks.export import (
     OnnxModel,
     ParityReport,
@@ -363,31 +362,4 @@ def check_xgboost_parity(
     _, holdout = split_holdout(read_snapshot(snapshot), holdout_fraction)
     return check_parity(
         Path(exported.path), lambda rows: predict_booster(booster, rows), "XGBoost", holdout, thresholds, landing_dir
-    )
-
-
-class Trial(BaseModel):
-    """One point of a hyper-parameter search and how it scored on held-out machines."""
-
-    params: BoostingParams
-    metrics: Metrics
-    model_sha256: str = Field(description="SHA-256 of the trained booster's JSON: equal inputs give an equal hash.")
-    wall_s: float
-
-
-@task(name="Run tuning trial")
-def run_trial(snapshot: Snapshot, params: BoostingParams) -> Trial:
-    """Train one candidate in this process (one thread) and score it on held-out machines; writes no files."""
-    started = time.perf_counter()
-    # One thread: the search runs trials side by side, and a fixed thread count keeps the result a pure
-    # function of (snapshot, params) wherever the trial lands.
-    booster, _ = fit_booster(snapshot.path, params, threads=1)
-    _, holdout = split_holdout(read_snapshot(snapshot), params.holdout_fraction)
-    metrics = compute_metrics(holdout[LABEL].to_numpy(dtype=float), predict_booster(booster, holdout))
-    raw = bytes(booster.save_raw("json"))
-    return Trial(
-        params=params,
-        metrics=metrics,
-        model_sha256=hashlib.sha256(raw).hexdigest(),
-        wall_s=time.perf_counter() - started,
     )

@@ -101,3 +101,23 @@ def publish_evaluation(
     )
     get_run_logger().info("held-out ROC AUC %.3f, PR AUC %.3f", metrics.roc_auc, metrics.pr_auc)
     return Evaluation(metrics=metrics, plot_path=str(plot))
+
+
+@task(name="Compare model families")
+def compare_model_families(evaluated: dict[str, Metrics], snapshot: Snapshot) -> list[dict[str, str | float]]:
+    """One table of every family's held-out metrics; fails if they were not scored on the same held-out rows."""
+    if len({metrics.holdout_rows for metrics in evaluated.values()}) > 1:
+        raise ValueError(
+            "The model families were scored on different held-out rows; give them the same holdout_fraction."
+        )
+    table: list[dict[str, str | float]] = [
+        {"model": name, **{key: round(value, 4) for key, value in metrics.model_dump().items()}}
+        for name, metrics in evaluated.items()
+    ]
+    create_table_artifact(
+        table,
+        key="model-families",
+        description=f"Model families on the same held-out machines of snapshot {snapshot.sha256[:12]}",
+    )
+    get_run_logger().info("held-out ROC AUC: %s", ", ".join(f"{name} {m.roc_auc:.4f}" for name, m in evaluated.items()))
+    return table

@@ -19,7 +19,6 @@ from tasks.boosting import (
     export_xgboost,
     load_booster,
     predict_booster,
-    run_trial,
     train_xgboost,
 )
 from tasks.cluster import ClusterSpec
@@ -28,6 +27,7 @@ from tasks.evaluation import evaluate_model
 from tasks.export import OnnxModel, ParityError, ParityThresholds, onnx_predict, onnx_session
 from tasks.registry import Candidate
 from tasks.training import TrainedModel
+from tasks.tuning import run_trial
 from tests.conftest import FAST_BOOSTING, FAST_TRAINING
 
 TWO_WORKERS = ClusterSpec(workers=2)
