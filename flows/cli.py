@@ -169,22 +169,31 @@ def train_command(
     scheduler: Annotated[
         str | None, typer.Option(help="Existing Dask scheduler, e.g. tcp://host:8786; default: a local cluster.")
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training rows.")] = 12,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training rows (torch).")] = 12,
+    family: Annotated[str, typer.Option(help="Model family: torch (the MLP) or xgboost (boosted trees).")] = "torch",
+    rounds: Annotated[int, typer.Option(min=1, help="Boosting rounds (xgboost).")] = 100,
     out: Annotated[Path | None, typer.Option(help="Folder for weights, checkpoints and the evaluation plot.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Train and evaluate on a data file as a flow run (DDP across Dask workers when asked)."""
-    from flows.train import train
+    """Train and evaluate on a data file as a flow run (DDP or xgboost.dask across Dask workers when asked)."""
+    from typing import get_args
+
+    from flows.train import ModelFamily, train
+    from tasks.boosting import BoostingParams
     from tasks.cluster import ClusterSpec
     from tasks.training import TrainingParams
 
     if not data.is_file():
         raise CommandError(f"No data file at {data}.")
+    if family not in get_args(ModelFamily):
+        raise CommandError(f"--family must be one of {', '.join(get_args(ModelFamily))}; got {family!r}.")
     state = train(
         data=str(data.resolve()),
         cluster=ClusterSpec(workers=workers, scheduler=scheduler),
         training=TrainingParams(epochs=epochs),
         out=str(out.resolve()) if out else None,
+        family=family,
+        boosting=BoostingParams(rounds=rounds),
         return_state=True,
     )
     if not state.is_completed():
@@ -192,7 +201,7 @@ def train_command(
     result = state.result()
     metrics = result.metrics
     text = (
-        f"weights      {result.weights_path} (sha256 {result.weights_sha256[:12]})\n"
+        f"{result.family:<12} {result.weights_path} (sha256 {result.weights_sha256[:12]})\n"
         f"ranks        {result.world_size}"
         + (f", resumed from epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else "")
         + f"\nheld-out     ROC AUC {metrics.roc_auc:.3f}, PR AUC {metrics.pr_auc:.3f}, log loss {metrics.log_loss:.3f}"

@@ -143,3 +143,25 @@ def test_tune_prints_every_trial_and_the_best(landed_partition: Path) -> None:
     assert [t["params"]["max_depth"] for t in tuned["trials"]] == [1, 3]
     aucs = [t["metrics"]["roc_auc"] for t in tuned["trials"]]
     assert tuned["best"] == aucs.index(max(aucs))
+
+
+def test_train_refuses_an_unknown_model_family_in_one_sentence(landed_partition: Path) -> None:
+    result = run_cli("train", str(landed_partition), "--family", "lightgbm")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Error: --family must be one of torch, xgboost; got 'lightgbm'."
+
+
+@pytest.mark.slow
+def test_train_with_the_xgboost_family_keeps_a_json_booster_and_its_held_out_metrics(
+    landed_partition: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "train", str(landed_partition), "--family", "xgboost", "--rounds", "40", "--out", str(tmp_path), "--json"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = json.loads(result.stdout)
+    assert trained["family"] == "xgboost"
+    assert trained["weights_path"] == str(tmp_path / "booster.json")
+    assert json.loads((tmp_path / "booster.json").read_text())["learner"]["objective"]["name"] == "binary:logistic"
+    assert trained["metrics"]["roc_auc"] > 0.9
+    assert (tmp_path / "evaluation.png").is_file()
