@@ -302,7 +302,8 @@ def booster_to_onnx(booster: xgb.Booster, metadata: dict[str, str]) -> onnx.Mode
     trees = convert_xgboost(
         booster, initial_types=[(_FEATURES, FloatTensorType([None, width]))], target_opset=_CONVERTER_OPSET
     )
-    label, probabilities = (output.name for output in trees.graph.output)
+    # The ensemble's outputs are (label, probabilities of both classes); the contract is P(failure) only.
+    probabilities = trees.graph.output[1].name
     # The tree ensemble reads one matrix; build it from the torch graph's two inputs (codes as a float column).
     front = [
         helper.make_node("Cast", [CATEGORY_FEATURE], ["code_float"], to=TensorProto.FLOAT),
@@ -324,7 +325,6 @@ def booster_to_onnx(booster: xgb.Booster, metadata: dict[str, str]) -> onnx.Mode
             helper.make_tensor("positive_class", TensorProto.INT64, [1], [1]),
         ],
     )
-    del label  # the ensemble's class label output is not part of the contract
     proto = helper.make_model(
         graph,
         opset_imports=[
@@ -333,7 +333,8 @@ def booster_to_onnx(booster: xgb.Booster, metadata: dict[str, str]) -> onnx.Mode
         ],
         producer_name="conveyor",
     )
-    proto.ir_version = onnx.IR_VERSION
+    # The oldest IR that carries these opsets, so older ONNX Runtimes (edge devices) still load the file.
+    proto.ir_version = helper.find_min_ir_version_for(list(proto.opset_import))
     prepend_string_lookup(proto)
     stamp_metadata(proto, {**metadata, "model_family": "xgboost"})
     return proto
