@@ -19,8 +19,8 @@ import onnx
 import pandas as pd
 import torch
 
-from tasks.edge import EdgeTarget, quantize_for_edge
-from tasks.export import onnx_inputs, onnx_model, onnx_run, onnx_session, to_onnx
+from tasks.edge import quantize_model
+from tasks.export import onnx_inputs, onnx_run, onnx_session, to_onnx
 from tasks.modeling import FailureModel, encode_features
 from tasks.synthetic import generate_telemetry
 
@@ -46,7 +46,7 @@ def _engines(hidden: list[int], frame: pd.DataFrame, threads: int, tmp: Path) ->
     model = FailureModel(hidden, torch.from_numpy(numeric.mean(0)), torch.from_numpy(numeric.std(0))).eval()
     fp32_path = tmp / f"fp32-{'x'.join(map(str, hidden))}.onnx"
     onnx.save_model(to_onnx(model, {}), fp32_path)
-    int8 = quantize_for_edge.fn(onnx_model(fp32_path), EdgeTarget(threads=threads), tmp / fp32_path.stem)
+    int8 = quantize_model(fp32_path, tmp / f"{fp32_path.stem}-int8.onnx", "int8")
     sessions = {"ort fp32": onnx_session(fp32_path, threads), "ort int8": onnx_session(Path(int8.path), threads)}
 
     def eager(n: int) -> object:

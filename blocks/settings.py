@@ -49,6 +49,13 @@ class ConveyorSettings(BaseSettings):
     watch_poll_seconds: float = Field(
         1.0, description="How often the landing watcher lists the landing zone; a file must look the same twice."
     )
+    cache_dir: Path | None = Field(
+        None, description="Task cache: result records, task outputs, the cache ledger and the stat cache."
+    )
+    force_recompute: bool = Field(False, description="Recompute every cached task (its new result replaces the old).")
+    code_packages: list[str] = Field(
+        ["tasks", "flows", "blocks"], description="Packages whose source is part of every task's cache key."
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -102,6 +109,11 @@ class ConveyorSettings(BaseSettings):
         """Quarantine area used when none is configured."""
         return self.quarantine_dir or self.state_dir / "quarantine"
 
+    @property
+    def task_cache_dir(self) -> Path:
+        """Task cache used when none is configured."""
+        return self.cache_dir or self.state_dir / "cache"
+
     def prefect_env(self) -> dict[str, str]:
         """Environment that points Prefect clients, servers and workers at this installation."""
         return {
@@ -111,6 +123,8 @@ class ConveyorSettings(BaseSettings):
             "PREFECT_WORKER_QUERY_SECONDS": str(self.worker_poll_seconds),
             # Tasks called outside a flow (the CLI, tests) log locally instead of warning.
             "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+            # Task results (cache records) live in the task cache, one place for every process.
+            "PREFECT_LOCAL_STORAGE_PATH": str(self.task_cache_dir / "results"),
         }
 
 

@@ -172,7 +172,10 @@ def train_command(
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training rows (torch).")] = 12,
     family: Annotated[str, typer.Option(help="Model family: torch (the MLP) or xgboost (boosted trees).")] = "torch",
     rounds: Annotated[int, typer.Option(min=1, help="Boosting rounds (xgboost).")] = 100,
-    out: Annotated[Path | None, typer.Option(help="Folder for weights, checkpoints and the evaluation plot.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder to copy the model file and the evaluation plot into.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Train again even if a cached model exists.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Train and evaluate on a data file as a flow run (DDP or xgboost.dask across Dask workers when asked)."""
@@ -192,6 +195,7 @@ def train_command(
         cluster=ClusterSpec(workers=workers, scheduler=scheduler),
         training=TrainingParams(epochs=epochs),
         out=str(out.resolve()) if out else None,
+        force_recompute=force,
         family=family,
         boosting=BoostingParams(rounds=rounds),
         return_state=True,
@@ -224,7 +228,7 @@ def tune_command(
     compare_torch: Annotated[
         bool, typer.Option("--compare-torch", help="Also train the torch model and compare the families.")
     ] = False,
-    out: Annotated[Path | None, typer.Option(help="Folder for the torch model when it is compared.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Run every trial again even if cached.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Search XGBoost hyper-parameters on a data file, trials fanned out on Dask workers, as a flow run."""
@@ -261,7 +265,7 @@ def tune_command(
         metric=metric,
         cluster=cluster,
         compare_torch=TrainingParams() if compare_torch else None,
-        out=str(out.resolve()) if out else None,
+        force_recompute=force,
         return_state=True,
     )
     if not state.is_completed():
@@ -349,6 +353,60 @@ def validate(
         raise typer.Exit(_UNREADABLE)
     if not report.passed:
         raise typer.Exit(1)
+
+
+@app.command("hash")
+def hash_command(
+    path: Annotated[Path, typer.Argument(help="A file or a folder.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Print the BLAKE3 content hash of a file, or of a folder's manifest (the hash cache keys use)."""
+    from tasks.hashing import content_hash
+
+    if not path.exists():
+        raise CommandError(f"Nothing to hash at {path}.")
+    digest = content_hash(path)
+    kind = "folder" if path.is_dir() else "file"
+    _print({"path": str(path), "kind": kind, "blake3": digest}, as_json, f"{digest}  {path}")
+
+
+cache_app = typer.Typer(help="Inspect and prune the task cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("explain")
+def cache_explain(
+    flow_run_id: Annotated[str, typer.Argument(help="A flow run's id, as in the Prefect UI.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Per task run of a flow run (and its subflows): cache hit or miss, and which key component changed."""
+    from uuid import UUID
+
+    from tasks.caching import decisions_of, explain_table
+
+    try:
+        UUID(flow_run_id)
+    except ValueError:
+        raise CommandError(f"{flow_run_id!r} is not a flow run id (a UUID, as in the Prefect UI).") from None
+    rows = explain_table(decisions_of(flow_run_id))
+    if not rows:
+        raise CommandError(f"No cache decisions are recorded for flow run {flow_run_id} in {SETTINGS.task_cache_dir}.")
+    width = max(len(r["task run"]) for r in rows)
+    text = "\n".join(f"{r['task run']:<{width}}  {r['cache']:<10}  {r['why']}" for r in rows)
+    _print(rows, as_json, text)
+
+
+@cache_app.command("prune")
+def cache_prune(
+    older_than: Annotated[int, typer.Option(min=0, help="Drop entries not used for this many days.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Drop cached results (and their output files) that no run has used for N days."""
+    from tasks.caching import prune_cache
+
+    entries, folders = prune_cache(dt.timedelta(days=older_than))
+    summary = {"entries_removed": entries, "output_folders_removed": folders}
+    _print(summary, as_json, f"Removed {entries} cache entries and {folders} output folders.")
 
 
 def _parse_params(pairs: list[str]) -> dict[str, Any]:

@@ -11,7 +11,9 @@ from pydantic import Field
 
 from blocks.stores import ConveyorStores
 from flows.validate import validate
+from tasks.caching import report_cache_use
 from tasks.cluster import ClusterSpec
+from tasks.data import find_newest_partition
 from tasks.edge import EdgeTarget, build_edge_bundle, check_edge_accuracy, quantize_for_edge
 from tasks.evaluation import evaluate_model
 from tasks.export import ParityThresholds, check_onnx_parity, export_onnx
@@ -44,33 +46,29 @@ def refit(
     edge_targets: list[EdgeTarget] = Field(
         DEFAULT_EDGE_TARGETS, description="Devices to build a bundle for, and their accuracy limits."
     ),
+    force_recompute: bool = Field(False, description="Recompute every task instead of reusing cached results."),
 ) -> RegisteredVersion:
-    """Snapshot, validate, train, evaluate, export to ONNX and edge bundles, and register a new model version."""
+    """Validate, train, evaluate, export to ONNX and edge bundles, register; unchanged steps reuse cached results."""
     stores = ConveyorStores.resolve()
-    run_id = str(flow_run.id or "local")
     # A subflow: the batch is checked, and kept or quarantined, exactly as `validate` does; it raises if invalid.
     # It does not announce: a passed event would trigger another refit (deployments/prefect.yaml).
-    data = validate(partition=partition, day=day, snapshot=snapshot, model_name=model_name, announce=False)
-    staged = reserve_model_version(stores.model_path, model_name, run_id)
-    workdir = Path(staged.staging)
-    model = train_model(data, training, workdir, cluster)
-    evaluation = evaluate_model(model, data, training.holdout_fraction, workdir)
-    exported = export_onnx(
-        model,
-        workdir,
-        {"model_name": model_name, "model_version": str(staged.version), "data_sha256": data.sha256},
+    data = validate(
+        partition=partition,
+        day=day,
+        snapshot=snapshot,
+        model_name=model_name,
+        announce=False,
+        force_recompute=force_recompute,
     )
-    checked = check_onnx_parity(exported, model, data, training.holdout_fraction, parity, stores.landing_path)
-    edge = []
+    model = train_model(data, training, cluster)
+    evaluation = evaluate_model(model, data, training.holdout_fraction)
+    exported = export_onnx(model, {"model_name": model_name, "data_sha256": data.sha256})
+    production = find_newest_partition(stores.landing_path)
+    checked = check_onnx_parity(exported, model, data, training.holdout_fraction, parity, production)
+    variants = []
     for target in edge_targets:
-        variant = quantize_for_edge(exported, target, workdir)
-        accuracy = check_edge_accuracy(exported, variant, data, training.holdout_fraction, target)
-        edge.append(
-            (
-                build_edge_bundle(variant, target, model_name, staged.version, data.sha256, checked.known_inputs),
-                accuracy,
-            )
-        )
+        variant = quantize_for_edge(exported, target)
+        variants.append((variant, check_edge_accuracy(exported, variant, data, training.holdout_fraction, target)))
     candidate = Candidate(
         snapshot=data,
         params=training,
@@ -78,6 +76,14 @@ def refit(
         evaluation=evaluation,
         exported=exported,
         parity=checked,
-        edge=edge,
+        edge=variants,
     )
-    return register_model_version(staged, candidate, run_id)
+    run_id = str(flow_run.id or "local")
+    staged = reserve_model_version(stores.model_path, model_name, candidate, run_id)
+    bundles = [
+        build_edge_bundle(variant, target, model_name, staged.version, data.sha256, Path(checked.known_inputs))
+        for (variant, _), target in zip(variants, edge_targets, strict=True)
+    ]
+    registered = register_model_version(staged, candidate, bundles, run_id)
+    report_cache_use()
+    return registered

@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Literal
 
 from prefect import flow
-from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from blocks.settings import get_settings
 from blocks.stores import ConveyorStores
 from flows.refit import DEFAULT_CLUSTER, DEFAULT_TRAINING
 from tasks.boosting import BoostingParams, evaluate_xgboost, train_xgboost
+from tasks.caching import copy_outputs, report_cache_use
 from tasks.cluster import ClusterSpec
 from tasks.data import snapshot_partition
 from tasks.evaluation import Metrics, evaluate_model
@@ -40,7 +39,8 @@ def train(
     data: str = Field(..., description="A telemetry parquet file to train on."),
     cluster: ClusterSpec = Field(DEFAULT_CLUSTER, description="Where training runs."),
     training: TrainingParams = Field(DEFAULT_TRAINING, description="Model and optimizer settings (torch)."),
-    out: str | None = Field(None, description="Folder for the weights, checkpoints and plot."),
+    out: str | None = Field(None, description="Folder to copy the model file and the evaluation plot into."),
+    force_recompute: bool = Field(False, description="Train again instead of reusing a cached model."),
     family: ModelFamily = Field("torch", description="Model family: the torch MLP, or XGBoost's boosted trees."),
     boosting: BoostingParams = Field(DEFAULT_BOOSTING, description="Tree settings (xgboost)."),
 ) -> TrainingRun:
@@ -48,24 +48,27 @@ def train(
     stores = ConveyorStores.resolve()
     snapshot = snapshot_partition(Path(data), stores.data_path)
     require_valid(validate_snapshot(snapshot))
-    workdir = Path(out) if out else get_settings().state_dir / "training" / str(flow_run.id or "local")
     if family == "xgboost":
-        boosted = train_xgboost(snapshot, boosting, workdir, cluster)
-        scored = evaluate_xgboost(boosted, snapshot, boosting.holdout_fraction, workdir)
+        boosted = train_xgboost(snapshot, boosting, cluster)
+        scored = evaluate_xgboost(boosted, snapshot, boosting.holdout_fraction)
+        kept = copy_outputs([boosted.model_path, scored.plot_path], Path(out))[0] if out else boosted.model_path
+        report_cache_use()
         return TrainingRun(
             family=family,
-            weights_path=boosted.model_path,
+            weights_path=kept,
             weights_sha256=boosted.model_sha256,
             world_size=boosted.world_size,
             resumed_from_epoch=None,
             train_wall_s=boosted.wall_s,
             metrics=scored.metrics,
         )
-    model = train_model(snapshot, training, workdir, cluster)
-    evaluation = evaluate_model(model, snapshot, training.holdout_fraction, workdir)
+    model = train_model(snapshot, training, cluster)
+    evaluation = evaluate_model(model, snapshot, training.holdout_fraction)
+    weights = copy_outputs([model.weights_path, evaluation.plot_path], Path(out))[0] if out else model.weights_path
+    report_cache_use()
     return TrainingRun(
         family=family,
-        weights_path=model.weights_path,
+        weights_path=weights,
         weights_sha256=model.weights_sha256,
         world_size=model.world_size,
         resumed_from_epoch=model.resumed_from_epoch,

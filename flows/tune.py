@@ -8,12 +8,11 @@ from uuid import UUID
 from prefect import flow
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
-from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from blocks.settings import get_settings
 from blocks.stores import ConveyorStores
 from tasks.boosting import BoostingParams
+from tasks.caching import report_cache_use
 from tasks.cluster import ClusterSpec, task_runner
 from tasks.data import Snapshot, find_partition, find_snapshot, snapshot_partition
 from tasks.evaluation import Metrics, compare_model_families, evaluate_model
@@ -70,7 +69,7 @@ def tune(
     compare_torch: TrainingParams | None = Field(
         None, description="Also train the torch model with these settings and compare the families; empty: skip."
     ),
-    out: str | None = Field(None, description="Folder for the torch model when it is compared."),
+    force_recompute: bool = Field(False, description="Run every trial again instead of reusing cached results."),
 ) -> TuningResult:
     """Search XGBoost hyper-parameters with trials on Dask workers, record the best, optionally compare with torch."""
     stores = ConveyorStores.resolve()
@@ -85,8 +84,8 @@ def tune(
     best = record_trials(trials, metric, space, chosen)
     torch_metrics = None
     if compare_torch is not None:
-        workdir = Path(out) if out else get_settings().state_dir / "tuning" / str(flow_run.id or "local")
-        model = train_model(chosen, compare_torch, workdir)
-        torch_metrics = evaluate_model(model, chosen, compare_torch.holdout_fraction, workdir).metrics
+        model = train_model(chosen, compare_torch)
+        torch_metrics = evaluate_model(model, chosen, compare_torch.holdout_fraction).metrics
         compare_model_families({"xgboost (best trial)": trials[best].metrics, "torch": torch_metrics}, chosen)
+    report_cache_use()
     return TuningResult(snapshot_sha256=chosen.sha256, metric=metric, trials=trials, best=best, torch=torch_metrics)

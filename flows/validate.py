@@ -9,6 +9,7 @@ from prefect import flow
 from pydantic import Field
 
 from blocks.stores import ConveyorStores
+from tasks.caching import report_cache_use
 from tasks.data import Snapshot, find_partition, find_snapshot, snapshot_partition
 from tasks.files import FolderName
 from tasks.quarantine import quarantine_batch, report_folder
@@ -31,6 +32,7 @@ def validate(
     announce: bool = Field(
         True, description="Emit conveyor.validation.passed/failed (refit turns this off for its own check)."
     ),
+    force_recompute: bool = Field(False, description="Validate again instead of reusing a cached verdict."),
 ) -> Snapshot:
     """Validate a batch with pandera and Great Expectations; snapshot it if valid, quarantine it if not."""
     stores = ConveyorStores.resolve()
@@ -48,4 +50,5 @@ def validate(
     if announce:
         announce_validation(kept, report)
     require_valid(report)
+    report_cache_use()
     return kept

@@ -7,7 +7,7 @@ import operator
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import dask.array as da
@@ -19,15 +19,17 @@ from distributed import Client
 from onnx import TensorProto, helper
 from onnxmltools import convert_xgboost
 from onnxmltools.convert.common.data_types import FloatTensorType
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from pydantic import BaseModel, Field
 from xgboost import dask as dxgb
 
+from tasks.caching import Content, Descriptive, cached_task, task_output_dir
 from tasks.cluster import ClusterSpec, dask_client, pick_ranks
 from tasks.data import Snapshot, read_snapshot, split_holdout
 from tasks.evaluation import Evaluation, publish_evaluation
 from tasks.export import (
+    KNOWN_INPUTS_FILE,
     OnnxModel,
     ParityReport,
     ParityThresholds,
@@ -87,14 +89,14 @@ class BoostingParams(BaseModel):
 class BoostedModel(BaseModel):
     """A trained booster on disk and what it took to make it."""
 
-    model_path: str = Field(description="The booster in XGBoost's JSON format.")
+    model_path: Annotated[str, Content] = Field(description="The booster in XGBoost's JSON format.")
     model_sha256: str
     rounds: int
     train_rows: int
     final_train_logloss: float
     final_holdout_auc: float = Field(description="ROC AUC on held-out machines after the last round.")
     world_size: int = Field(description="Dask workers that trained it; 1 is in-process.")
-    wall_s: float
+    wall_s: Annotated[float, Descriptive]
 
 
 def boosting_features(frame: pd.DataFrame) -> np.ndarray:
@@ -239,13 +241,11 @@ class _RoundProgress:
             update_progress_artifact(self.artifact, 100.0 * self.seen / self.rounds)
 
 
-@task(name="Train XGBoost model")
-def train_xgboost(
-    snapshot: Snapshot, params: BoostingParams, workdir: Path, cluster: ClusterSpec | None = None
-) -> BoostedModel:
+@cached_task("Train XGBoost model")
+def train_xgboost(snapshot: Snapshot, params: BoostingParams, cluster: ClusterSpec | None = None) -> BoostedModel:
     """Train gradient-boosted trees (xgboost.dask across Dask workers when asked) and save them as JSON."""
     cluster = cluster or ClusterSpec()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = task_output_dir()
     rounds_log = workdir / ROUNDS_FILE
     rounds_log.unlink(missing_ok=True)  # a fresh log per attempt: rounds are not resumed
     progress = _RoundProgress(rounds_log, params.rounds, snapshot.sha256, cluster.workers)
@@ -288,12 +288,12 @@ def _wait(future: Future[tuple[xgb.Booster, int]], progress: _RoundProgress) -> 
     return future.result()
 
 
-@task(name="Evaluate XGBoost model on held-out machines")
-def evaluate_xgboost(model: BoostedModel, snapshot: Snapshot, holdout_fraction: float, workdir: Path) -> Evaluation:
+@cached_task("Evaluate XGBoost model on held-out machines")
+def evaluate_xgboost(model: BoostedModel, snapshot: Snapshot, holdout_fraction: float) -> Evaluation:
     """Score the held-out split with the same metrics, plot and artifact as the torch model."""
     _, holdout = split_holdout(read_snapshot(snapshot), holdout_fraction)
     probabilities = predict_booster(load_booster(Path(model.model_path)), holdout)
-    return publish_evaluation(holdout, probabilities, snapshot, workdir)
+    return publish_evaluation(holdout, probabilities, snapshot)
 
 
 def booster_to_onnx(booster: xgb.Booster, metadata: dict[str, str]) -> onnx.ModelProto:
@@ -340,27 +340,33 @@ def booster_to_onnx(booster: xgb.Booster, metadata: dict[str, str]) -> onnx.Mode
     return proto
 
 
-@task(name="Export XGBoost model to ONNX")
-def export_xgboost(model: BoostedModel, workdir: Path, metadata: dict[str, str]) -> OnnxModel:
+@cached_task("Export XGBoost model to ONNX")
+def export_xgboost(model: BoostedModel, metadata: dict[str, str]) -> OnnxModel:
     """Export the booster over raw telemetry (the torch model's input signature), check it, stamp its metadata."""
     proto = booster_to_onnx(load_booster(Path(model.model_path)), metadata)
-    path = workdir / "model.onnx"
+    path = task_output_dir() / "model.onnx"
     write_atomically(path, lambda tmp: onnx.save_model(proto, tmp))
     return onnx_model(path)
 
 
-@task(name="Check XGBoost ONNX parity")
+@cached_task("Check XGBoost ONNX parity")
 def check_xgboost_parity(
     exported: OnnxModel,
     model: BoostedModel,
     snapshot: Snapshot,
     holdout_fraction: float,
     thresholds: ParityThresholds,
-    landing_dir: Path,
+    production: Path | None,
 ) -> ParityReport:
     """Fail unless ONNX Runtime matches XGBoost on held-out rows, the stored known inputs and production data."""
     booster = load_booster(Path(model.model_path))
     _, holdout = split_holdout(read_snapshot(snapshot), holdout_fraction)
     return check_parity(
-        Path(exported.path), lambda rows: predict_booster(booster, rows), "XGBoost", holdout, thresholds, landing_dir
+        Path(exported.path),
+        lambda rows: predict_booster(booster, rows),
+        "XGBoost",
+        holdout,
+        thresholds,
+        production,
+        task_output_dir() / KNOWN_INPUTS_FILE,
     )

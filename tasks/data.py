@@ -7,11 +7,12 @@ import re
 import shutil
 import zlib
 from pathlib import Path
+from typing import Annotated
 
 import pandas as pd
-from prefect import task
 from pydantic import BaseModel, Field
 
+from tasks.caching import Content, Descriptive, Location, cached_task, uncached_task
 from tasks.files import sha256_file, write_atomically
 from tasks.synthetic import PARTITION_PREFIX, partition_name
 
@@ -26,8 +27,8 @@ class Snapshot(BaseModel):
     """An immutable, content-addressed copy of one landed partition."""
 
     sha256: str = Field(description="SHA-256 of the partition's bytes; the snapshot's identity.")
-    path: str = Field(description="Where the snapshot lives in the data store.")
-    source: str = Field(description="The landed file it was taken from.")
+    path: Annotated[str, Content] = Field(description="Where the snapshot lives in the data store.")
+    source: Annotated[str, Descriptive] = Field(description="The landed file it was first taken from.")
     size_bytes: int
 
 
@@ -42,7 +43,7 @@ def newest_partition(landing_dir: Path) -> Path | None:
     return landed[-1] if landed else None
 
 
-@task(name="Find landed partition")
+@uncached_task("Find landed partition", why="looks up the landing folder")
 def find_partition(landing_dir: Path, day: dt.date | None = None, partition: str | None = None) -> Path:
     """Locate the partition to train on: a named file, a day's file, or the newest one."""
     if partition:
@@ -62,8 +63,8 @@ def find_partition(landing_dir: Path, day: dt.date | None = None, partition: str
     return path
 
 
-@task(name="Snapshot partition")
-def snapshot_partition(partition: Path, data_store: Path) -> Snapshot:
+@cached_task("Snapshot partition")
+def snapshot_partition(partition: Path, data_store: Annotated[Path, Location]) -> Snapshot:
     """Copy a partition into the data store under its content hash; identical bytes share one snapshot."""
     digest = sha256_file(partition)
     target = snapshot_path(data_store, digest)
@@ -72,12 +73,18 @@ def snapshot_partition(partition: Path, data_store: Path) -> Snapshot:
     return Snapshot(sha256=digest, path=str(target), source=str(partition), size_bytes=target.stat().st_size)
 
 
+@uncached_task("Find newest landed partition", why="looks up the landing folder")
+def find_newest_partition(landing_dir: Path) -> Path | None:
+    """The newest landed partition (production's latest data), or None when none has landed."""
+    return newest_partition(landing_dir)
+
+
 def snapshot_path(data_store: Path, sha256: str) -> Path:
     """Where the snapshot of these bytes lives in a data store."""
     return data_store / "snapshots" / sha256[:2] / f"{sha256}.parquet"
 
 
-@task(name="Find snapshot")
+@uncached_task("Find snapshot", why="looks up the data store")
 def find_snapshot(data_store: Path, sha256: str) -> Snapshot:
     """Look a snapshot up by its content hash, e.g. one announced by a conveyor.validation.passed event."""
     if not _SHA256.fullmatch(sha256):

@@ -11,18 +11,19 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from packaging.version import Version
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 from sklearn.metrics import roc_auc_score
 
+from tasks.caching import Content, cached_task, task_output_dir, uncached_task
 from tasks.data import Snapshot, read_snapshot, split_holdout
 from tasks.export import (
     DECISION_THRESHOLD,
@@ -91,8 +92,8 @@ class EdgeBundle(BaseModel):
     """A verified, self-describing folder (and its tarball) that an edge device runs."""
 
     target: str
-    folder: str
-    archive: str
+    folder: Annotated[str, Content]
+    archive: Annotated[str, Content]
     archive_sha256: str
 
 
@@ -116,19 +117,22 @@ class LatencyReport(BaseModel):
     rows_per_s: float
 
 
-@task(name="Quantize for edge target")
-def quantize_for_edge(exported: OnnxModel, target: EdgeTarget, workdir: Path) -> OnnxModel:
-    """The target's variant of the fp32 model: int8 weights (dynamic quantization) or an fp32 copy."""
-    out = workdir / EDGE_FOLDER / target.name / "model.onnx"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if target.quantization == "int8":
-        write_atomically(out, lambda tmp: quantize_dynamic(exported.path, tmp, weight_type=QuantType.QInt8))
+def quantize_model(source: Path, out: Path, quantization: Literal["int8", "fp32"]) -> OnnxModel:
+    """Write the variant of an fp32 ONNX file: int8 weights (dynamic quantization) or an fp32 copy."""
+    if quantization == "int8":
+        write_atomically(out, lambda tmp: quantize_dynamic(source, tmp, weight_type=QuantType.QInt8))
     else:
-        write_atomically(out, lambda tmp: shutil.copyfile(exported.path, tmp))
+        write_atomically(out, lambda tmp: shutil.copyfile(source, tmp))
     return onnx_model(out)
 
 
-@task(name="Check edge accuracy")
+@cached_task("Quantize for edge target")
+def quantize_for_edge(exported: OnnxModel, target: EdgeTarget) -> OnnxModel:
+    """The target's variant of the fp32 model: int8 weights (dynamic quantization) or an fp32 copy."""
+    return quantize_model(Path(exported.path), task_output_dir() / "model.onnx", target.quantization)
+
+
+@cached_task("Check edge accuracy")
 def check_edge_accuracy(
     fp32: OnnxModel, edge: OnnxModel, snapshot: Snapshot, holdout_fraction: float, target: EdgeTarget
 ) -> EdgeAccuracy:
@@ -181,12 +185,13 @@ def _input_schema() -> list[dict[str, Any]]:
     ]
 
 
-@task(name="Build edge bundle")
+@cached_task("Build edge bundle")
 def build_edge_bundle(
-    edge: OnnxModel, target: EdgeTarget, model_name: str, version: int, data_sha256: str, known_inputs: str
+    edge: OnnxModel, target: EdgeTarget, model_name: str, version: int, data_sha256: str, known_inputs: Path
 ) -> EdgeBundle:
     """Write the bundle's manifest (hash of every file, input schema, thresholds, runtime needs) and its tarball."""
-    folder = Path(edge.path).parent
+    folder = task_output_dir() / target.name
+    write_atomically(folder / Path(edge.path).name, lambda tmp: shutil.copyfile(edge.path, tmp))
     samples = pd.read_parquet(known_inputs, columns=[*NUMERIC_FEATURES, CATEGORY_FEATURE])
     write_atomically(folder / SAMPLE_INPUTS_FILE, lambda tmp: samples.to_parquet(tmp, index=False))
     manifest = {
@@ -293,7 +298,7 @@ def _percentile_ms(samples: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples) * 1e3, q))
 
 
-@task(name="Measure latency on target")
+@uncached_task("Measure latency on target", why="measures the machine it runs on")
 def measure_latency(bundle_path: Path, budget: LatencyBudget) -> LatencyReport:
     """Time one-row calls and batch-256 throughput with the target's threads; fail when over budget."""
     with open_bundle(bundle_path) as bundle:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score, roc_curve
 
+from tasks.caching import Content, cached_task, task_output_dir
 from tasks.data import Snapshot, read_snapshot, split_holdout
 from tasks.modeling import load_weights, predict
 from tasks.synthetic import LABEL
@@ -37,7 +39,7 @@ class Evaluation(BaseModel):
     """Metrics and the plot that shows them."""
 
     metrics: Metrics
-    plot_path: str
+    plot_path: Annotated[str, Content]
 
 
 def compute_metrics(labels: np.ndarray, probabilities: np.ndarray) -> Metrics:
@@ -79,21 +81,19 @@ def plot_evaluation(labels: np.ndarray, probabilities: np.ndarray, metrics: Metr
     return path
 
 
-@task(name="Evaluate on held-out machines")
-def evaluate_model(model: TrainedModel, snapshot: Snapshot, holdout_fraction: float, workdir: Path) -> Evaluation:
+@cached_task("Evaluate on held-out machines")
+def evaluate_model(model: TrainedModel, snapshot: Snapshot, holdout_fraction: float) -> Evaluation:
     """Score the held-out split: ROC AUC, PR AUC, log loss, Brier score and calibration."""
     _, holdout = split_holdout(read_snapshot(snapshot), holdout_fraction)
     probabilities = predict(load_weights(Path(model.weights_path), model.hidden_units), holdout)
-    return publish_evaluation(holdout, probabilities, snapshot, workdir)
+    return publish_evaluation(holdout, probabilities, snapshot)
 
 
-def publish_evaluation(
-    holdout: pd.DataFrame, probabilities: np.ndarray, snapshot: Snapshot, workdir: Path
-) -> Evaluation:
-    """Metrics, plot, artifact and log line of any model's held-out probabilities, so model families compare."""
+def publish_evaluation(holdout: pd.DataFrame, probabilities: np.ndarray, snapshot: Snapshot) -> Evaluation:
+    """Metrics, plot (in the running task's folder), artifact and log line of any model's held-out probabilities."""
     labels = holdout[LABEL].to_numpy(dtype=float)
     metrics = compute_metrics(labels, probabilities)
-    plot = plot_evaluation(labels, probabilities, metrics, workdir / "evaluation.png")
+    plot = plot_evaluation(labels, probabilities, metrics, task_output_dir() / "evaluation.png")
     create_table_artifact(
         [{"metric": name, "value": round(value, 4)} for name, value in metrics.model_dump().items()],
         key="held-out-metrics",
@@ -103,7 +103,7 @@ def publish_evaluation(
     return Evaluation(metrics=metrics, plot_path=str(plot))
 
 
-@task(name="Compare model families")
+@cached_task("Compare model families")
 def compare_model_families(evaluated: dict[str, Metrics], snapshot: Snapshot) -> list[dict[str, str | float]]:
     """One table of every family's held-out metrics; fails if they were not scored on the same held-out rows."""
     if len({metrics.holdout_rows for metrics in evaluated.values()}) > 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import onnx
@@ -11,11 +12,12 @@ import onnxruntime as ort
 import pandas as pd
 import torch
 from onnx import TensorProto, helper
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
-from tasks.data import Snapshot, newest_partition, read_snapshot, split_holdout
+from tasks.caching import Content, cached_task, task_output_dir
+from tasks.data import Snapshot, read_snapshot, split_holdout
 from tasks.files import sha256_file, write_atomically
 from tasks.modeling import (
     CATEGORY_FEATURE,
@@ -48,7 +50,7 @@ class ParityError(AssertionError):
 class OnnxModel(BaseModel):
     """An exported model file."""
 
-    path: str
+    path: Annotated[str, Content]
     sha256: str
     opset: int
     size_bytes: int
@@ -80,7 +82,9 @@ class ParityReport(BaseModel):
     """Agreement of ONNX Runtime with PyTorch on every set of rows checked."""
 
     sets: dict[str, SetParity]
-    known_inputs: str = Field(description="The stored known-input rows with PyTorch's expected probabilities.")
+    known_inputs: Annotated[str, Content] = Field(
+        description="The stored known-input rows with PyTorch's expected probabilities."
+    )
 
 
 def prepend_string_lookup(proto: onnx.ModelProto) -> None:
@@ -156,11 +160,11 @@ def onnx_model(path: Path) -> OnnxModel:
     return OnnxModel(path=str(path), sha256=sha256_file(path), opset=opset, size_bytes=path.stat().st_size)
 
 
-@task(name="Export to ONNX")
-def export_onnx(model: TrainedModel, workdir: Path, metadata: dict[str, str]) -> OnnxModel:
+@cached_task("Export to ONNX")
+def export_onnx(model: TrainedModel, metadata: dict[str, str]) -> OnnxModel:
     """Export the trained model over raw telemetry, check the graph, and stamp its metadata."""
     proto = to_onnx(load_weights(Path(model.weights_path), model.hidden_units), metadata)
-    path = workdir / "model.onnx"
+    path = task_output_dir() / "model.onnx"
     write_atomically(path, lambda tmp: onnx.save_model(proto, tmp))
     return onnx_model(path)
 
@@ -221,13 +225,12 @@ def known_inputs(holdout: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def production_sample(landing_dir: Path) -> pd.DataFrame | None:
-    """Rows of the newest landed partition with complete features, or None when there is nothing usable."""
-    newest = newest_partition(landing_dir)
-    if newest is None:
+def production_sample(partition: Path | None) -> pd.DataFrame | None:
+    """Rows of a landed partition with complete features, or None when there is nothing usable."""
+    if partition is None:
         return None
     try:
-        frame = pd.read_parquet(newest)
+        frame = pd.read_parquet(partition)
         numeric = frame[list(NUMERIC_FEATURES)].apply(pd.to_numeric, errors="coerce")
     except (OSError, ValueError, KeyError):
         return None  # an unreadable partition is the validate flow's business, not the export's
@@ -241,15 +244,15 @@ def check_parity(
     against: str,
     holdout: pd.DataFrame,
     thresholds: ParityThresholds,
-    landing_dir: Path,
+    production: Path | None,
+    known_path: Path,
 ) -> ParityReport:
     """Compare ONNX Runtime with the model's own predictions on every row set; keep the known inputs; fail if apart."""
     session = onnx_session(onnx_path)
     known = known_inputs(holdout)
     known[EXPECTED_COLUMN] = reference(known)
-    known_path = onnx_path.with_name(KNOWN_INPUTS_FILE)
     write_atomically(known_path, lambda tmp: known.to_parquet(tmp, index=False))
-    row_sets = {"held-out": holdout, "known inputs": known, "production sample": production_sample(landing_dir)}
+    row_sets = {"held-out": holdout, "known inputs": known, "production sample": production_sample(production)}
     report = ParityReport(
         known_inputs=str(known_path),
         sets={
@@ -282,18 +285,24 @@ def check_parity(
     return report
 
 
-@task(name="Check ONNX parity")
+@cached_task("Check ONNX parity")
 def check_onnx_parity(
     exported: OnnxModel,
     model: TrainedModel,
     snapshot: Snapshot,
     holdout_fraction: float,
     thresholds: ParityThresholds,
-    landing_dir: Path,
+    production: Path | None,
 ) -> ParityReport:
     """Fail unless ONNX Runtime matches PyTorch on held-out rows, the stored known inputs and production data."""
     network = load_weights(Path(model.weights_path), model.hidden_units)
     _, holdout = split_holdout(read_snapshot(snapshot), holdout_fraction)
     return check_parity(
-        Path(exported.path), lambda rows: predict(network, rows), "PyTorch", holdout, thresholds, landing_dir
+        Path(exported.path),
+        lambda rows: predict(network, rows),
+        "PyTorch",
+        holdout,
+        thresholds,
+        production,
+        task_output_dir() / KNOWN_INPUTS_FILE,
     )

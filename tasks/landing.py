@@ -9,9 +9,9 @@ from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
-from prefect import task
 from pydantic import BaseModel, Field
 
+from tasks.caching import uncached_task
 from tasks.events import emit_data_landed
 from tasks.files import write_text_atomically
 from tasks.synthetic import PARTITION_PREFIX
@@ -93,7 +93,7 @@ def sha256_url(url: str) -> str:
     return digest.hexdigest()
 
 
-@task(name="Announce landed partition")
+@uncached_task("Announce landed partition", why="emits events")
 def announce_partition(url: str, signature: FileSignature) -> LandedPartition:
     """Hash a complete partition and emit conveyor.data.landed about it."""
     landed = LandedPartition(url=url, sha256=sha256_url(url), signature=signature)

@@ -6,8 +6,9 @@ import errno
 import shutil
 from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
+from tasks.caching import uncached_task
 from tasks.data import Snapshot
 from tasks.files import sha256_file, write_atomically
 
@@ -26,7 +27,7 @@ def _holds(target: Path, sha256: str) -> bool:
     return target.is_file() and sha256_file(target) == sha256
 
 
-@task(name="Quarantine batch")
+@uncached_task("Quarantine batch", why="moves the batch out of the landing folder")
 def quarantine_batch(batch: Snapshot, quarantine_dir: Path) -> Path:
     """Move a failing batch into the quarantine under its hash, out of every pipeline's reach; returns its folder."""
     source = Path(batch.path)

@@ -1,4 +1,4 @@
-"""The model store: staging areas, atomically numbered versions, and their manifests."""
+"""The model store: atomically numbered versions, assembled in staging folders, and their manifests."""
 
 from __future__ import annotations
 
@@ -6,19 +6,22 @@ import datetime as dt
 import json
 import platform
 import re
+import shutil
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.context import TaskRunContext
 from pydantic import BaseModel, Field
 
+from tasks.caching import Content, Location, cached_task, uncached_task
 from tasks.data import Snapshot
 from tasks.edge import EDGE_FOLDER, EdgeAccuracy, EdgeBundle
 from tasks.evaluation import Evaluation
 from tasks.events import emit_model_registered
-from tasks.export import OnnxModel, ParityReport
+from tasks.export import KNOWN_INPUTS_FILE, OnnxModel, ParityReport
 from tasks.files import sha256_file, write_text_atomically
 from tasks.training import TrainedModel, TrainingParams
 
@@ -34,7 +37,7 @@ class RegisteredVersion(BaseModel):
 
     name: str
     version: int
-    path: str = Field(description="Folder of the version in the model store.")
+    path: Annotated[str, Content] = Field(description="Folder of the version in the model store.")
     onnx_path: str
     edge_bundles: dict[str, str] = Field(description="Tarball of each edge target's bundle.")
     data_sha256: str
@@ -43,15 +46,16 @@ class RegisteredVersion(BaseModel):
 
 
 class StagedVersion(BaseModel):
-    """A version number reserved for one run, and the private folder where the run assembles it."""
+    """A version number reserved for one candidate; the claim folder proves the reservation."""
 
+    model_store: str
     name: str
     version: int
-    staging: str
+    claim: Annotated[str, Content]
 
 
 class Candidate(BaseModel):
-    """Everything a run made that goes into a version."""
+    """Everything a run made that goes into a version (bundles, which carry the version number, come apart)."""
 
     snapshot: Snapshot
     params: TrainingParams
@@ -59,7 +63,7 @@ class Candidate(BaseModel):
     evaluation: Evaluation
     exported: OnnxModel
     parity: ParityReport
-    edge: list[tuple[EdgeBundle, EdgeAccuracy]]
+    edge: list[tuple[OnnxModel, EdgeAccuracy]]
 
 
 def _numbered(folder: Path) -> dict[int, Path]:
@@ -103,9 +107,11 @@ def _highest_number(model_root: Path) -> int:
     return max([*_numbered(model_root), *_numbered(model_root / RESERVED)], default=0)
 
 
-@task(name="Reserve model version")
-def reserve_model_version(model_store: Path, name: str, run_id: str) -> StagedVersion:
-    """Claim the next version number for this run (a failed run leaves a gap) and open its staging folder."""
+@cached_task("Reserve model version", ignore=("run_id",))
+def reserve_model_version(
+    model_store: Annotated[Path, Location], name: str, candidate: Candidate, run_id: str
+) -> StagedVersion:
+    """Claim the next version number for this candidate; the same candidate keeps its number on a re-run."""
     reserved = model_store / name / RESERVED
     reserved.mkdir(parents=True, exist_ok=True)
     version = _highest_number(model_store / name) + 1
@@ -116,10 +122,9 @@ def reserve_model_version(model_store: Path, name: str, run_id: str) -> StagedVe
             break
         except FileExistsError:
             version += 1
-    write_text_atomically(reserved / f"v{version}" / "flow_run_id", run_id)
-    staging = model_store / name / STAGING / run_id
-    staging.mkdir(parents=True, exist_ok=True)
-    return StagedVersion(name=name, version=version, staging=str(staging))
+    claim = reserved / f"v{version}"
+    write_text_atomically(claim / "flow_run_id", run_id)
+    return StagedVersion(model_store=str(model_store), name=name, version=version, claim=str(claim))
 
 
 def _environment() -> dict[str, str]:
@@ -146,10 +151,47 @@ def _report(staged: StagedVersion, candidate: Candidate, plot: str = "") -> str:
     )
 
 
-@task(name="Register model version")
-def register_model_version(staged: StagedVersion, candidate: Candidate, run_id: str | None) -> RegisteredVersion:
-    """Seal the staging folder into its reserved version; a version appears whole or not at all."""
-    staging = Path(staged.staging)
+def _assemble(staging: Path, candidate: Candidate, bundles: list[EdgeBundle]) -> None:
+    """Copy what the candidate's tasks made (each in its own cached output folder) into the version's layout."""
+    files = {
+        "weights.pt": candidate.model.weights_path,
+        "evaluation.png": candidate.evaluation.plot_path,
+        "model.onnx": candidate.exported.path,
+        KNOWN_INPUTS_FILE: candidate.parity.known_inputs,
+    }
+    for bundle in bundles:
+        files[f"{EDGE_FOLDER}/{bundle.target}.tar.gz"] = bundle.archive
+        shutil.copytree(bundle.folder, staging / EDGE_FOLDER / bundle.target)
+    for name, source in files.items():
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, staging / name)
+
+
+def _same_candidate(folder: Path, candidate: Candidate) -> bool:
+    manifest = json.loads((folder / MANIFEST).read_text())
+    return bool(
+        manifest["onnx"]["sha256"] == candidate.exported.sha256
+        and manifest["data"]["sha256"] == candidate.snapshot.sha256
+    )
+
+
+@cached_task("Register model version", ignore=("run_id",))
+def register_model_version(
+    staged: StagedVersion, candidate: Candidate, bundles: list[EdgeBundle], run_id: str | None
+) -> RegisteredVersion:
+    """Assemble the version in a private staging folder and rename it into place: whole or not at all."""
+    model_root = Path(staged.model_store) / staged.name
+    folder = model_root / f"v{staged.version}"
+    if (folder / MANIFEST).is_file():
+        # Registered by an earlier run whose cache entry is gone: the same candidate is the same version.
+        if _same_candidate(folder, candidate):
+            return read_version(folder)
+        raise FileExistsError(f"{staged.name} v{staged.version} is already registered with another model.")
+    context = TaskRunContext.get()
+    staging = model_root / STAGING / (str(context.task_run.id) if context else "local")
+    shutil.rmtree(staging, ignore_errors=True)  # a failed attempt's leftovers
+    staging.mkdir(parents=True)
+    _assemble(staging, candidate, bundles)
     plot = Path(candidate.evaluation.plot_path).name
     write_text_atomically(staging / "report.md", _report(staged, candidate, plot))
     files = {
@@ -169,18 +211,17 @@ def register_model_version(staged: StagedVersion, candidate: Candidate, run_id: 
         "onnx": {
             "sha256": candidate.exported.sha256,
             "opset": candidate.exported.opset,
-            "parity": candidate.parity.model_dump(),
+            "parity": candidate.parity.model_dump(exclude={"known_inputs"}),
         },
         "edge": {
             bundle.target: {"archive_sha256": bundle.archive_sha256, "accuracy": accuracy.model_dump()}
-            for bundle, accuracy in candidate.edge
+            for bundle, (_, accuracy) in zip(bundles, candidate.edge, strict=True)
         },
         "files": files,
         "environment": _environment(),
     }
     # Written last: a folder without a manifest is never listed as a version.
     write_text_atomically(staging / MANIFEST, json.dumps(manifest, indent=2))
-    folder = staging.parent.parent / f"v{staged.version}"
     staging.rename(folder)
     registered = read_version(folder)
     get_run_logger().info("Registered %s v%d at %s", staged.name, staged.version, registered.path)
@@ -191,7 +232,7 @@ def register_model_version(staged: StagedVersion, candidate: Candidate, run_id: 
     return registered
 
 
-@task(name="Find edge bundle")
+@uncached_task("Find edge bundle", why="looks up the model store")
 def find_edge_bundle(model_store: Path, name: str, version: int | None, target: str) -> Path:
     """The bundle tarball of one target of a registered version (the newest version when none is named)."""
     versions = version_dirs(model_store, name)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from pydantic import BaseModel
 
+from tasks.caching import uncached_task
 from tasks.data import Snapshot, snapshot_path
 from tasks.modeling import NUMERIC_FEATURES
 from tasks.registry import MANIFEST, list_versions
@@ -78,7 +79,7 @@ def statistic_warnings(
     return warnings
 
 
-@task(name="Find training reference")
+@uncached_task("Find training reference", why="looks up the model store")
 def find_training_reference(model_store: Path, data_store: Path, model_name: str | None = None) -> Snapshot | None:
     """The snapshot the newest registered model was trained on: what new batches are compared with."""
     reference = find_reference(model_store, data_store, model_name)

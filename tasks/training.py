@@ -8,7 +8,7 @@ import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import numpy as np
@@ -18,13 +18,14 @@ import torch.distributed as torch_dist
 from distributed import Client, get_worker
 from distributed.comm.core import CommClosedError
 from distributed.scheduler import KilledWorker
-from prefect import Task, get_run_logger, task
+from prefect import Task, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.client.schemas.objects import State, TaskRun
 from pydantic import BaseModel, Field
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from tasks.caching import Content, Descriptive, cached_task, task_output_dir
 from tasks.cluster import ClusterSpec, dask_client, pick_ranks, rendezvous_address
 from tasks.data import Snapshot, split_holdout
 from tasks.files import sha256_file, write_atomically, write_text_atomically
@@ -56,14 +57,16 @@ class TrainingParams(BaseModel):
 class TrainedModel(BaseModel):
     """Weights of a trained model and what it took to make them."""
 
-    weights_path: str
+    weights_path: Annotated[str, Content]
     weights_sha256: str
     hidden_units: list[int]
     train_rows: int
     final_loss: float
     world_size: int = Field(description="Ranks that trained it.")
-    resumed_from_epoch: int | None = Field(description="Checkpoint the last attempt started from, if any.")
-    wall_s: float
+    resumed_from_epoch: Annotated[int | None, Descriptive] = Field(
+        description="Checkpoint the last attempt started from, if any."
+    )
+    wall_s: Annotated[float, Descriptive]
 
 
 class _Logits(nn.Module):
@@ -241,12 +244,11 @@ def _worth_retrying(task: Task[..., Any], task_run: TaskRun, state: State[Any]) 
     return isinstance(error, WorkerLostError | KilledWorker | CommClosedError | torch_dist.DistBackendError)
 
 
-@task(name="Train model", retries=2, retry_delay_seconds=1, retry_condition_fn=_worth_retrying)
-def train_model(
-    snapshot: Snapshot, params: TrainingParams, workdir: Path, cluster: ClusterSpec | None = None
-) -> TrainedModel:
+@cached_task("Train model", retries=2, retry_delay_seconds=1, retry_condition_fn=_worth_retrying)
+def train_model(snapshot: Snapshot, params: TrainingParams, cluster: ClusterSpec | None = None) -> TrainedModel:
     """Train the MLP (DDP across Dask workers when asked), checkpointing every epoch; retries resume from there."""
     cluster = cluster or ClusterSpec()
+    workdir = task_output_dir()  # one folder per task run: its retries find the checkpoints there
     folder = workdir / CHECKPOINTS
     folder.mkdir(parents=True, exist_ok=True)
     progress = _Progress(folder, params.epochs, snapshot.sha256, cluster.workers)

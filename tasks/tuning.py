@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import time
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
 from tasks.boosting import BoostingParams, fit_booster, predict_booster
+from tasks.caching import Descriptive, cached_task
 from tasks.data import Snapshot, read_snapshot, split_holdout
 from tasks.evaluation import Metrics, compute_metrics
 from tasks.synthetic import LABEL
@@ -43,10 +44,10 @@ class Trial(BaseModel):
     params: BoostingParams
     metrics: Metrics
     model_sha256: str = Field(description="SHA-256 of the trained booster's JSON: equal inputs give an equal hash.")
-    wall_s: float
+    wall_s: Annotated[float, Descriptive]
 
 
-@task(name="Run tuning trial")
+@cached_task("Run tuning trial")
 def run_trial(snapshot: Snapshot, params: BoostingParams) -> Trial:
     """Train one candidate in this process and score it on held-out machines; writes no files."""
     started = time.perf_counter()
@@ -70,7 +71,7 @@ def best_trial(trials: list[Trial], metric: TuningMetric) -> int:
     return min(range(len(trials)), key=lambda i: sign * getattr(trials[i].metrics, metric))
 
 
-@task(name="Record tuning trials")
+@cached_task("Record tuning trials")
 def record_trials(trials: list[Trial], metric: TuningMetric, space: SearchSpace, snapshot: Snapshot) -> int:
     """Table of every trial (what it varied, its held-out metrics) with the best marked; returns the best's index."""
     best = best_trial(trials, metric)

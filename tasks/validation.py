@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Annotated
 
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pa_arrow
 from pandera.errors import SchemaErrors
 from pandera.typing import Series
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel
 
 from blocks.settings import ConveyorSettings, get_settings
+from tasks.caching import Content, cached_task, task_output_dir, uncached_task
 from tasks.data import Snapshot, read_snapshot
 from tasks.events import emit_validation
 from tasks.expectations import run_suite
@@ -157,7 +158,7 @@ class ValidationReport(BaseModel):
     warnings: list[StatisticWarning] = []
     reference_sha256: str | None = None
     report_dir: str | None = None
-    data_docs: str | None = None
+    data_docs: Annotated[str | None, Content] = None
 
     @property
     def passed(self) -> bool:
@@ -283,14 +284,13 @@ def write_report(report: ValidationReport, folder: Path) -> ValidationReport:
     docs = None
     if rendered is not None and rendered.is_dir() and rendered != folder / DATA_DOCS:
         docs = shutil.copytree(rendered, folder / DATA_DOCS, dirs_exist_ok=True)
-        shutil.rmtree(rendered, ignore_errors=True)  # the temporary rendering; its copy is in the report folder
     report = report.model_copy(update={"report_dir": str(folder), "data_docs": str(docs) if docs else None})
     write_text_atomically(folder / REPORT_JSON, json.dumps(report.model_dump(), indent=2))
     write_text_atomically(folder / REPORT_MARKDOWN, report.markdown())
     return report
 
 
-@task(name="Check landed file")
+@uncached_task("Check landed file", why="checks the landing folder as it is now")
 def inspect_landed_file(path: Path, landing_dir: Path) -> Snapshot:
     """Refuse a path outside the landing folder, a non-file, or a file still being written; hash the rest."""
     settle_s = get_settings().landing_settle_s
@@ -312,16 +312,16 @@ def inspect_landed_file(path: Path, landing_dir: Path) -> Snapshot:
     return Snapshot(sha256=sha256_file(resolved), path=str(resolved), source=str(resolved), size_bytes=before.st_size)
 
 
-@task(name="Validate snapshot")
+@cached_task("Validate snapshot")
 def validate_snapshot(snapshot: Snapshot, reference: Snapshot | None = None) -> ValidationReport:
     """Check a batch against the contract with pandera and Great Expectations, and against the reference."""
-    docs = Path(tempfile.mkdtemp(prefix="conveyor-data-docs-"))
+    docs = task_output_dir() / DATA_DOCS
     report = check_batch(snapshot, reference, docs).model_copy(update={"data_docs": str(docs)})
     get_run_logger().info(report.summary())
     return report
 
 
-@task(name="Publish validation report")
+@uncached_task("Publish validation report", why="publishes this run's report and artifacts")
 def publish_report(report: ValidationReport, folder: Path) -> ValidationReport:
     """Write the report and its Data Docs into ``folder``, and show it as table and markdown artifacts."""
     published = write_report(report, folder)
@@ -335,7 +335,7 @@ def publish_report(report: ValidationReport, folder: Path) -> ValidationReport:
     return published
 
 
-@task(name="Announce validation result")
+@uncached_task("Announce validation result", why="emits events")
 def announce_validation(snapshot: Snapshot, report: ValidationReport) -> None:
     """Emit conveyor.validation.passed or .failed for the snapshot, for automations to react to."""
     emit_validation(
@@ -352,7 +352,7 @@ def announce_validation(snapshot: Snapshot, report: ValidationReport) -> None:
     )
 
 
-@task(name="Stop on invalid data")
+@cached_task("Stop on invalid data")
 def require_valid(report: ValidationReport) -> int:
     """Fail, naming the top violations, unless the snapshot passed; returns its row count."""
     if not report.passed:

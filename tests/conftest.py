@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pandas as pd
@@ -43,7 +42,7 @@ from blocks.stores import ConveyorStores  # noqa: E402
 from deployments import stack  # noqa: E402
 from tasks.boosting import BoostingParams  # noqa: E402
 from tasks.data import Snapshot, snapshot_partition  # noqa: E402
-from tasks.edge import EdgeTarget, build_edge_bundle, check_edge_accuracy, quantize_for_edge  # noqa: E402
+from tasks.edge import EdgeBundle, EdgeTarget, build_edge_bundle, check_edge_accuracy, quantize_for_edge  # noqa: E402
 from tasks.evaluation import evaluate_model  # noqa: E402
 from tasks.export import ParityThresholds, check_onnx_parity, export_onnx  # noqa: E402
 from tasks.registry import Candidate, RegisteredVersion, register_model_version, reserve_model_version  # noqa: E402
@@ -94,9 +93,9 @@ def snapshot(landed_partition: Path, stores: ConveyorStores) -> Snapshot:
 
 
 @pytest.fixture(scope="session")
-def trained(snapshot: Snapshot, tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+def trained(snapshot: Snapshot) -> TrainedModel:
     """A model trained once on the session's snapshot."""
-    return train_model(snapshot, FAST_TRAINING, tmp_path_factory.mktemp("trained"))
+    return train_model(snapshot, FAST_TRAINING)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -124,40 +123,53 @@ def wait_for_event(name: str, resource_id: str, timeout_s: float = 30.0) -> dict
     raise AssertionError(f"no {name} event about {resource_id} within {timeout_s:.0f} s")
 
 
+class StagedCandidate(NamedTuple):
+    """What a refit run has made by the time it registers: the candidate and its edge bundles."""
+
+    candidate: Candidate
+    bundles: list[EdgeBundle]
+
+
+def flow_run_artifacts(flow_run_id: str) -> dict[str, dict[str, Any]]:
+    """The keyed artifacts a flow run published, by key, as the server returns them."""
+    body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
+    found = httpx.post(f"{SETTINGS.api_url}/artifacts/filter", json=body, timeout=10).json()
+    return {a["key"]: a for a in found if a.get("key")}
+
+
 @pytest.fixture(scope="session")
-def candidate(
-    trained: TrainedModel, snapshot: Snapshot, landed_partition: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, Candidate]:
-    """Everything a refit run stages before registering (fp32 model, parity set, gateway bundle), made once."""
-    folder = tmp_path_factory.mktemp("candidate")
-    shutil.copy(trained.weights_path, folder / "weights.pt")
-    evaluation = evaluate_model(trained, snapshot, FAST_TRAINING.holdout_fraction, folder)
-    exported = export_onnx(trained, folder, {"model_name": CANDIDATE_NAME, "data_sha256": snapshot.sha256})
+def candidate(trained: TrainedModel, snapshot: Snapshot, landed_partition: Path) -> StagedCandidate:
+    """Everything a refit run makes before registering (fp32 model, parity set, gateway bundle), made once."""
+    evaluation = evaluate_model(trained, snapshot, FAST_TRAINING.holdout_fraction)
+    exported = export_onnx(trained, {"model_name": CANDIDATE_NAME, "data_sha256": snapshot.sha256})
     parity = check_onnx_parity(
-        exported, trained, snapshot, FAST_TRAINING.holdout_fraction, ParityThresholds(), landed_partition.parent
+        exported, trained, snapshot, FAST_TRAINING.holdout_fraction, ParityThresholds(), landed_partition
     )
-    variant = quantize_for_edge(exported, GATEWAY, folder)
+    variant = quantize_for_edge(exported, GATEWAY)
     accuracy = check_edge_accuracy(exported, variant, snapshot, FAST_TRAINING.holdout_fraction, GATEWAY)
-    bundle = build_edge_bundle(variant, GATEWAY, CANDIDATE_NAME, 1, snapshot.sha256, parity.known_inputs)
-    return folder, Candidate(
+    bundle = build_edge_bundle(variant, GATEWAY, CANDIDATE_NAME, 1, snapshot.sha256, Path(parity.known_inputs))
+    made = Candidate(
         snapshot=snapshot,
         params=FAST_TRAINING,
         model=trained,
         evaluation=evaluation,
         exported=exported,
         parity=parity,
-        edge=[(bundle, accuracy)],
+        edge=[(variant, accuracy)],
     )
+    return StagedCandidate(made, [bundle])
 
 
-def register_candidate(
-    candidate: tuple[Path, Candidate], model_store: Path, name: str, run_id: str
-) -> RegisteredVersion:
-    """Register a copy of the session's candidate under a model name, as a refit run would."""
-    staged = reserve_model_version(model_store, name, run_id)
-    shutil.rmtree(staged.staging)
-    shutil.copytree(candidate[0], staged.staging)
-    return register_model_version(staged, candidate[1], run_id)
+def register_candidate(staged: StagedCandidate, model_store: Path, name: str, run_id: str) -> RegisteredVersion:
+    """Register the session's candidate under a model name, as a refit run would."""
+    version = reserve_model_version(model_store, name, staged.candidate, run_id)
+    return register_model_version(version, staged.candidate, staged.bundles, run_id)
+
+
+@pytest.fixture
+def recompute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cached results are not reused in this test: every task computes (as CONVEYOR_FORCE_RECOMPUTE=1 does)."""
+    monkeypatch.setenv("CONVEYOR_FORCE_RECOMPUTE", "1")
 
 
 # A corpus of bad batches: each writes its damage to the given path; the test names the check that must catch it.

@@ -15,8 +15,7 @@ import pytest
 from tasks.data import read_snapshot
 from tasks.export import onnx_predict, onnx_session
 from tasks.modeling import OUTPUT_NAME
-from tasks.registry import Candidate
-from tests.conftest import run_cli
+from tests.conftest import StagedCandidate, run_cli
 
 COMMANDS = ("generate", "up", "down", "status", "run", "demo", "models", "edge-run", "tune")
 
@@ -82,10 +81,10 @@ def test_run_against_a_missing_server_is_one_sentence(tmp_path: Path) -> None:
     assert result.stderr.strip().startswith("Error: cannot reach the Prefect API")
 
 
-def test_edge_run_scores_like_onnx_runtime_in_process(candidate: tuple[Path, Candidate], tmp_path: Path) -> None:
-    bundle = candidate[1].edge[0][0]
+def test_edge_run_scores_like_onnx_runtime_in_process(candidate: StagedCandidate, tmp_path: Path) -> None:
+    bundle = candidate.bundles[0]
     rows = tmp_path / "rows.parquet"
-    frame = read_snapshot(candidate[1].snapshot).head(300)
+    frame = read_snapshot(candidate.candidate.snapshot).head(300)
     frame.to_parquet(rows)
     out = tmp_path / "scored.parquet"
     result = run_cli("edge-run", bundle.archive, "--input", str(rows), "--out", str(out), "--json")
@@ -95,11 +94,11 @@ def test_edge_run_scores_like_onnx_runtime_in_process(candidate: tuple[Path, Can
     np.testing.assert_array_equal(pd.read_parquet(out)[OUTPUT_NAME].to_numpy(), expected)
 
 
-def test_edge_run_refuses_a_tampered_bundle_in_one_sentence(candidate: tuple[Path, Candidate], tmp_path: Path) -> None:
-    folder = Path(shutil.copytree(candidate[1].edge[0][0].folder, tmp_path / "gateway"))
+def test_edge_run_refuses_a_tampered_bundle_in_one_sentence(candidate: StagedCandidate, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(candidate.bundles[0].folder, tmp_path / "gateway"))
     (folder / "model.onnx").write_bytes((folder / "model.onnx").read_bytes() + b"\0")
     rows = tmp_path / "rows.parquet"
-    read_snapshot(candidate[1].snapshot).head(10).to_parquet(rows)
+    read_snapshot(candidate.candidate.snapshot).head(10).to_parquet(rows)
     result = run_cli("edge-run", str(folder), "--input", str(rows))
     assert result.returncode == 1
     assert result.stderr.strip() == (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from prefect import get_client
@@ -12,8 +11,7 @@ from prefect import get_client
 from blocks.settings import ConveyorSettings
 from blocks.stores import ConveyorStores
 from deployments import stack
-from tasks.registry import Candidate
-from tests.conftest import register_candidate, run_cli
+from tests.conftest import StagedCandidate, register_candidate, run_cli
 
 pytestmark = pytest.mark.slow
 MODEL = "edge-pool-test"
@@ -28,7 +26,7 @@ def edge_worker(stores: ConveyorStores, settings: ConveyorSettings) -> Iterator[
 
 
 def test_edge_check_deployment_runs_on_the_edge_pool(
-    edge_worker: None, candidate: tuple[Path, Candidate], stores: ConveyorStores
+    edge_worker: None, candidate: StagedCandidate, stores: ConveyorStores
 ) -> None:
     version = register_candidate(candidate, stores.model_path, MODEL, "edge-pool-fixture")
     result = run_cli(

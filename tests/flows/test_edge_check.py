@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from prefect.client.schemas.objects import State
 
 from blocks.stores import ConveyorStores
 from flows.edge_check import edge_check
 from tasks.edge import LatencyBudget, LatencyReport
-from tasks.registry import Candidate, RegisteredVersion
-from tests.conftest import GATEWAY, register_candidate
+from tasks.registry import RegisteredVersion
+from tests.conftest import GATEWAY, StagedCandidate, register_candidate
 
 MODEL = "edge-check-test"
 GENEROUS = LatencyBudget(p99_ms=1_000, min_rows_per_s=1)
 
 
 @pytest.fixture(scope="module")
-def registered(candidate: tuple[Path, Candidate], stores: ConveyorStores) -> RegisteredVersion:
+def registered(candidate: StagedCandidate, stores: ConveyorStores) -> RegisteredVersion:
     return register_candidate(candidate, stores.model_path, MODEL, "edge-check-fixture")
 
 

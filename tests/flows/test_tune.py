@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from distributed import Client, LocalCluster
 from prefect.client.schemas.objects import State
@@ -18,7 +17,7 @@ from tasks.cluster import ClusterSpec
 from tasks.data import Snapshot
 from tasks.training import TrainingParams
 from tasks.tuning import SearchSpace
-from tests.conftest import SETTINGS
+from tests.conftest import flow_run_artifacts
 
 BASE = BoostingParams(rounds=30)
 TWO_DEPTHS = SearchSpace(max_depth=[1, 4], learning_rate=[0.1])
@@ -28,12 +27,6 @@ def _tune(**kwargs: Any) -> State:
     state = tune(base=BASE, space=TWO_DEPTHS, return_state=True, **kwargs)
     assert isinstance(state, State)
     return state
-
-
-def _artifacts(flow_run_id: str) -> dict[str, Any]:
-    body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
-    found = httpx.post(f"{SETTINGS.api_url}/artifacts/filter", json=body, timeout=10).json()
-    return {a["key"]: a for a in found if a["key"]}
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +67,7 @@ def test_the_best_trial_is_the_one_with_the_highest_roc_auc_and_all_are_recorded
     assert aucs[0] != aucs[1]
     assert result.best == aucs.index(max(aucs))
     assert result.best_trial.metrics.roc_auc > 0.9
-    table = _artifacts(str(state.state_details.flow_run_id))["tuning-trials"]
+    table = flow_run_artifacts(str(state.state_details.flow_run_id))["tuning-trials"]
     assert f"best by roc_auc: trial {result.best}" in table["description"]
     rows = json.loads(table["data"])
     assert [row["best"] for row in rows] == ["yes" if i == result.best else "" for i in range(len(result.trials))]
@@ -83,11 +76,9 @@ def test_the_best_trial_is_the_one_with_the_highest_roc_auc_and_all_are_recorded
 
 @pytest.mark.slow
 def test_a_local_cluster_by_default_picks_by_log_loss_and_compares_with_torch(
-    by_address: tuple[State, TuningResult], landed_partition: Path, tmp_path: Path
+    by_address: tuple[State, TuningResult], landed_partition: Path, recompute: None
 ) -> None:
-    state = _tune(
-        data=str(landed_partition), metric="log_loss", compare_torch=TrainingParams(epochs=2), out=str(tmp_path)
-    )
+    state = _tune(data=str(landed_partition), metric="log_loss", compare_torch=TrainingParams(epochs=2))
     assert state.is_completed(), state.message
     result = state.result()
     losses = [t.metrics.log_loss for t in result.trials]
@@ -96,7 +87,7 @@ def test_a_local_cluster_by_default_picks_by_log_loss_and_compares_with_torch(
     assert [t.model_sha256 for t in result.trials] == [t.model_sha256 for t in by_address[1].trials]
     assert result.torch is not None
     assert result.torch.holdout_rows == result.best_trial.metrics.holdout_rows
-    families = json.loads(_artifacts(str(state.state_details.flow_run_id))["model-families"]["data"])
+    families = json.loads(flow_run_artifacts(str(state.state_details.flow_run_id))["model-families"]["data"])
     assert [row["model"] for row in families] == ["xgboost (best trial)", "torch"]
     assert families[1]["roc_auc"] == round(result.torch.roc_auc, 4)
 

@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from prefect.client.schemas.objects import State
 
@@ -24,7 +23,7 @@ from tasks.quarantine import quarantine_folder, report_folder
 from tasks.registry import list_versions
 from tasks.synthetic import Corruption, generate_telemetry, write_partition
 from tasks.training import TrainingParams
-from tests.conftest import SETTINGS, wait_for_event
+from tests.conftest import flow_run_artifacts, wait_for_event
 
 # Never used for training if validation does its job: a bad batch must not get that far.
 _ONE_EPOCH = TrainingParams(epochs=1)
@@ -46,12 +45,6 @@ def _registry(stores: ConveyorStores) -> list[tuple[str, int]]:
     return [(v.name, v.version) for v in list_versions(stores.model_path)]
 
 
-def _artifacts(flow_run_id: str) -> dict[str, dict[str, object]]:
-    body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
-    found = httpx.post(f"{SETTINGS.api_url}/artifacts/filter", json=body, timeout=10).json()
-    return {a["key"]: a for a in found if a.get("key")}
-
-
 def test_clean_partition_passes_is_kept_and_announced_with_its_report(
     landed_partition: Path, stores: ConveyorStores
 ) -> None:
@@ -65,7 +58,7 @@ def test_clean_partition_passes_is_kept_and_announced_with_its_report(
     reports = report_folder(stores.data_path, snapshot.sha256)
     assert json.loads((reports / "report.json").read_text())["violations"] == []
     assert (reports / "data-docs" / "index.html").is_file()
-    artifacts = _artifacts(str(state.state_details.flow_run_id))
+    artifacts = flow_run_artifacts(str(state.state_details.flow_run_id))
     assert {"validation-checks", "validation-report"} <= artifacts.keys()
     assert "Validation PASSED" in str(artifacts["validation-report"]["data"])
     event = wait_for_event(VALIDATION_PASSED, f"conveyor.snapshot.{snapshot.sha256}")
@@ -84,7 +77,7 @@ def test_corrupt_partition_is_quarantined_and_announced_with_why(stores: Conveyo
     kept = quarantine_folder(stores.quarantine_path, digest)
     assert sha256_file(kept / landed.name) == digest
     assert "not_nullable" in (kept / "report.md").read_text()
-    artifacts = _artifacts(str(state.state_details.flow_run_id))
+    artifacts = flow_run_artifacts(str(state.state_details.flow_run_id))
     assert "not_nullable" in str(artifacts["validation-checks"]["data"])
     event = wait_for_event(VALIDATION_FAILED, f"conveyor.snapshot.{digest}")
     assert "not_nullable on temperature" in event["payload"]["summary"]

@@ -25,24 +25,23 @@ from tasks.cluster import ClusterSpec
 from tasks.data import Snapshot, read_snapshot, split_holdout
 from tasks.evaluation import evaluate_model
 from tasks.export import OnnxModel, ParityError, ParityThresholds, onnx_predict, onnx_session
-from tasks.registry import Candidate
 from tasks.training import TrainedModel
 from tasks.tuning import run_trial
-from tests.conftest import FAST_BOOSTING, FAST_TRAINING
+from tests.conftest import FAST_BOOSTING, FAST_TRAINING, StagedCandidate
 
 TWO_WORKERS = ClusterSpec(workers=2)
 STRICT = ParityThresholds()
 
 
 @pytest.fixture(scope="module")
-def boosted(snapshot: Snapshot, tmp_path_factory: pytest.TempPathFactory) -> BoostedModel:
+def boosted(snapshot: Snapshot) -> BoostedModel:
     """XGBoost trained through xgboost.dask on a LocalCluster of two worker processes."""
-    return train_xgboost(snapshot, FAST_BOOSTING, tmp_path_factory.mktemp("xgb"), TWO_WORKERS)
+    return train_xgboost(snapshot, FAST_BOOSTING, TWO_WORKERS)
 
 
 @pytest.fixture(scope="module")
-def exported(boosted: BoostedModel, tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
-    return export_xgboost(boosted, tmp_path_factory.mktemp("xgb-onnx"), {"model_name": "test", "data_sha256": "abc"})
+def exported(boosted: BoostedModel) -> OnnxModel:
+    return export_xgboost(boosted, {"model_name": "test", "data_sha256": "abc"})
 
 
 def _holdout(snapshot: Snapshot) -> pd.DataFrame:
@@ -50,11 +49,11 @@ def _holdout(snapshot: Snapshot) -> pd.DataFrame:
 
 
 def test_xgboost_on_two_dask_workers_learns_as_well_as_the_torch_model(
-    boosted: BoostedModel, trained: TrainedModel, snapshot: Snapshot, tmp_path: Path
+    boosted: BoostedModel, trained: TrainedModel, snapshot: Snapshot
 ) -> None:
     assert boosted.world_size == 2
-    xgb_metrics = evaluate_xgboost(boosted, snapshot, FAST_BOOSTING.holdout_fraction, tmp_path).metrics
-    torch_metrics = evaluate_model(trained, snapshot, FAST_TRAINING.holdout_fraction, tmp_path).metrics
+    xgb_metrics = evaluate_xgboost(boosted, snapshot, FAST_BOOSTING.holdout_fraction).metrics
+    torch_metrics = evaluate_model(trained, snapshot, FAST_TRAINING.holdout_fraction).metrics
     assert xgb_metrics.holdout_rows == torch_metrics.holdout_rows  # the same held-out machines
     assert xgb_metrics.roc_auc > 0.85
     assert xgb_metrics.roc_auc > torch_metrics.roc_auc - 0.03
@@ -62,17 +61,19 @@ def test_xgboost_on_two_dask_workers_learns_as_well_as_the_torch_model(
 
 
 def test_the_same_seed_gives_a_bit_identical_booster_on_two_dask_runs(
-    boosted: BoostedModel, snapshot: Snapshot, tmp_path: Path
+    boosted: BoostedModel, snapshot: Snapshot, recompute: None
 ) -> None:
-    again = train_xgboost(snapshot, FAST_BOOSTING, tmp_path, TWO_WORKERS)
+    again = train_xgboost(snapshot, FAST_BOOSTING, TWO_WORKERS)
+    assert again.model_path != boosted.model_path  # trained again, not served from the cache
     assert again.model_sha256 == boosted.model_sha256
 
 
-def test_a_different_seed_gives_a_different_booster(snapshot: Snapshot, tmp_path: Path) -> None:
-    one = train_xgboost(snapshot, FAST_BOOSTING, tmp_path / "one")
-    same = train_xgboost(snapshot, FAST_BOOSTING, tmp_path / "same")
-    other = train_xgboost(snapshot, FAST_BOOSTING.model_copy(update={"seed": 1}), tmp_path / "other")
+def test_a_different_seed_gives_a_different_booster(snapshot: Snapshot, recompute: None) -> None:
+    one = train_xgboost(snapshot, FAST_BOOSTING)
+    same = train_xgboost(snapshot, FAST_BOOSTING)
+    other = train_xgboost(snapshot, FAST_BOOSTING.model_copy(update={"seed": 1}))
     assert one.world_size == 1
+    assert one.model_path != same.model_path
     assert one.model_sha256 == same.model_sha256 != other.model_sha256
 
 
@@ -85,8 +86,8 @@ def test_the_booster_is_kept_as_json_and_every_round_is_logged(boosted: BoostedM
     assert rounds[-1]["train logloss"] < rounds[0]["train logloss"]
 
 
-def test_a_trial_scores_what_the_training_task_scores(snapshot: Snapshot, tmp_path: Path) -> None:
-    in_process = train_xgboost(snapshot, FAST_BOOSTING, tmp_path)
+def test_a_trial_scores_what_the_training_task_scores(snapshot: Snapshot) -> None:
+    in_process = train_xgboost(snapshot, FAST_BOOSTING)
     trial = run_trial(snapshot, FAST_BOOSTING)
     assert trial.model_sha256 == in_process.model_sha256
     assert trial.metrics.roc_auc == pytest.approx(in_process.final_holdout_auc, abs=1e-4)
@@ -95,9 +96,7 @@ def test_a_trial_scores_what_the_training_task_scores(snapshot: Snapshot, tmp_pa
 def test_onnx_export_matches_xgboost_under_onnx_runtime_on_every_row_set(
     exported: OnnxModel, boosted: BoostedModel, snapshot: Snapshot, landed_partition: Path
 ) -> None:
-    report = check_xgboost_parity(
-        exported, boosted, snapshot, FAST_BOOSTING.holdout_fraction, STRICT, landed_partition.parent
-    )
+    report = check_xgboost_parity(exported, boosted, snapshot, FAST_BOOSTING.holdout_fraction, STRICT, landed_partition)
     assert set(report.sets) == {"held-out", "known inputs", "production sample"}
     for parity in report.sets.values():
         assert parity.rows > 0
@@ -112,7 +111,7 @@ def test_onnx_export_matches_xgboost_under_onnx_runtime_on_every_row_set(
 
 
 def test_the_onnx_graph_takes_the_torch_exports_raw_telemetry_signature(
-    exported: OnnxModel, candidate: tuple[Path, Candidate]
+    exported: OnnxModel, candidate: StagedCandidate
 ) -> None:
     def signature(path: str) -> list[tuple[str, int, int]]:
         graph = onnx.load(path).graph
@@ -121,14 +120,12 @@ def test_the_onnx_graph_takes_the_torch_exports_raw_telemetry_signature(
             for v in [*graph.input, *graph.output]
         ]
 
-    assert signature(exported.path) == signature(candidate[1].exported.path)
+    assert signature(exported.path) == signature(candidate.candidate.exported.path)
     metadata = {p.key: p.value for p in onnx.load(exported.path).metadata_props}
     assert (metadata["model_family"], metadata["data_sha256"]) == ("xgboost", "abc")
 
 
-def test_the_parity_gate_fails_an_export_of_another_booster(
-    exported: OnnxModel, snapshot: Snapshot, tmp_path: Path
-) -> None:
-    other = train_xgboost(snapshot, BoostingParams(rounds=5, max_depth=2), tmp_path)
+def test_the_parity_gate_fails_an_export_of_another_booster(exported: OnnxModel, snapshot: Snapshot) -> None:
+    other = train_xgboost(snapshot, BoostingParams(rounds=5, max_depth=2))
     with pytest.raises(ParityError, match="disagrees with XGBoost"):
-        check_xgboost_parity(exported, other, snapshot, FAST_BOOSTING.holdout_fraction, STRICT, tmp_path)
+        check_xgboost_parity(exported, other, snapshot, FAST_BOOSTING.holdout_fraction, STRICT, None)

@@ -14,51 +14,46 @@ from pathlib import Path
 import pytest
 from distributed import Client
 
+from blocks.settings import ConveyorSettings
 from tasks.cluster import ClusterSpec
 from tasks.data import Snapshot
 from tasks.evaluation import evaluate_model
-from tasks.training import CHECKPOINTS, TrainedModel, TrainingParams, train_model
+from tasks.training import CHECKPOINTS, TrainedModel, train_model
 from tests.conftest import FAST_TRAINING
 
 TWO_RANKS = ClusterSpec(workers=2)
 
 
-def _auc(model: TrainedModel, snapshot: Snapshot, workdir: Path) -> float:
-    return evaluate_model(model, snapshot, FAST_TRAINING.holdout_fraction, workdir).metrics.roc_auc
+def _auc(model: TrainedModel, snapshot: Snapshot) -> float:
+    return evaluate_model(model, snapshot, FAST_TRAINING.holdout_fraction).metrics.roc_auc
 
 
 @pytest.fixture(scope="module")
-def two_ranks(snapshot: Snapshot, tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+def two_ranks(snapshot: Snapshot) -> TrainedModel:
     """World size 2 on a LocalCluster of two worker processes."""
-    return train_model(snapshot, FAST_TRAINING, tmp_path_factory.mktemp("ddp"), TWO_RANKS)
+    return train_model(snapshot, FAST_TRAINING, TWO_RANKS)
 
 
 def test_two_ranks_match_one_rank_on_the_held_out_metric(
-    two_ranks: TrainedModel, trained: TrainedModel, snapshot: Snapshot, tmp_path: Path
+    two_ranks: TrainedModel, trained: TrainedModel, snapshot: Snapshot
 ) -> None:
     assert (two_ranks.world_size, trained.world_size) == (2, 1)
     assert two_ranks.train_rows == trained.train_rows
-    assert abs(_auc(two_ranks, snapshot, tmp_path) - _auc(trained, snapshot, tmp_path)) < 0.02
+    assert abs(_auc(two_ranks, snapshot) - _auc(trained, snapshot)) < 0.02
 
 
 def test_two_ranks_give_bit_identical_weights_run_after_run(
-    two_ranks: TrainedModel, snapshot: Snapshot, tmp_path: Path
+    two_ranks: TrainedModel, snapshot: Snapshot, recompute: None
 ) -> None:
-    assert train_model(snapshot, FAST_TRAINING, tmp_path, TWO_RANKS).weights_sha256 == two_ranks.weights_sha256
+    again = train_model(snapshot, FAST_TRAINING, TWO_RANKS)
+    assert again.weights_path != two_ranks.weights_path  # trained anew, not reused from the cache
+    assert again.weights_sha256 == two_ranks.weights_sha256
 
 
 def test_every_epoch_leaves_a_checkpoint(two_ranks: TrainedModel) -> None:
     folder = Path(two_ranks.weights_path).parent / CHECKPOINTS
     assert sorted(p.name for p in folder.glob("epoch-*.json")) == [f"epoch-{e}.json" for e in range(1, 7)]
     assert json.loads((folder / "epoch-6.json").read_text())["loss"] == pytest.approx(two_ranks.final_loss)
-
-
-def test_a_finished_checkpoint_is_resumed_not_recomputed(snapshot: Snapshot, tmp_path: Path) -> None:
-    first = train_model(snapshot, TrainingParams(epochs=2), tmp_path)
-    longer = train_model(snapshot, TrainingParams(epochs=4), tmp_path)
-    assert first.resumed_from_epoch is None
-    assert longer.resumed_from_epoch == 2
-    assert train_model(snapshot, TrainingParams(epochs=4), tmp_path / "fresh").weights_sha256 == longer.weights_sha256
 
 
 @pytest.fixture(scope="module")
@@ -95,16 +90,20 @@ def external_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.mark.slow
 def test_an_existing_cluster_is_reached_by_address(
-    external_cluster: str, snapshot: Snapshot, two_ranks: TrainedModel, tmp_path: Path
+    external_cluster: str, snapshot: Snapshot, two_ranks: TrainedModel
 ) -> None:
-    by_address = train_model(snapshot, FAST_TRAINING, tmp_path, ClusterSpec(workers=2, scheduler=external_cluster))
+    by_address = train_model(snapshot, FAST_TRAINING, ClusterSpec(workers=2, scheduler=external_cluster))
     assert by_address.weights_sha256 == two_ranks.weights_sha256
 
 
 @pytest.mark.slow
 def test_a_killed_worker_is_retried_from_the_last_checkpoint(
-    external_cluster: str, landed_partition: Path, tmp_path: Path
+    external_cluster: str, landed_partition: Path, tmp_path: Path, settings: ConveyorSettings
 ) -> None:
+    # The training task checkpoints into its own folder in the task cache: watch for a new epoch-2 checkpoint.
+    checkpoints = f"*/*/{CHECKPOINTS}/epoch-2.json"
+    outputs = settings.task_cache_dir / "outputs"
+    earlier = set(outputs.glob(checkpoints))
     with Client(external_cluster) as client:
         worker_pids = list(client.run(os.getpid).values())
     args = ["train", str(landed_partition), "--workers", "2", "--scheduler", external_cluster, "--epochs", "12"]
@@ -112,11 +111,10 @@ def test_a_killed_worker_is_retried_from_the_last_checkpoint(
         [str(Path(sys.executable).parent / "conveyor"), *args, "--out", str(tmp_path), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    second_epoch = tmp_path / CHECKPOINTS / "epoch-2.json"
     deadline = time.monotonic() + 240
-    while not second_epoch.exists() and time.monotonic() < deadline and training.poll() is None:
+    while not set(outputs.glob(checkpoints)) - earlier and time.monotonic() < deadline and training.poll() is None:
         time.sleep(0.05)
-    assert second_epoch.exists(), training.communicate()
+    assert set(outputs.glob(checkpoints)) - earlier, training.communicate()
     os.kill(worker_pids[1], signal.SIGKILL)
     stdout, stderr = training.communicate(timeout=600)
     assert training.returncode == 0, stderr[-3000:]

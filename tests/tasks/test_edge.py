@@ -28,8 +28,7 @@ from tasks.edge import (
     run_bundle,
 )
 from tasks.export import OnnxModel, onnx_model, onnx_predict, onnx_session
-from tasks.registry import Candidate
-from tests.conftest import FAST_TRAINING, GATEWAY
+from tests.conftest import FAST_TRAINING, GATEWAY, StagedCandidate
 
 GENEROUS = LatencyBudget(p99_ms=1_000, min_rows_per_s=1)
 
@@ -40,9 +39,9 @@ def _open(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def bundle(candidate: tuple[Path, Candidate]) -> tuple[Path, Path]:
+def bundle(candidate: StagedCandidate) -> tuple[Path, Path]:
     """The gateway bundle's folder and tarball."""
-    made = candidate[1].edge[0][0]
+    made = candidate.bundles[0]
     return Path(made.folder), Path(made.archive)
 
 
@@ -51,17 +50,17 @@ def bundle_copy(bundle: tuple[Path, Path], tmp_path: Path) -> Path:
     return Path(shutil.copytree(bundle[0], tmp_path / "gateway"))
 
 
-def test_int8_variant_passes_its_gate_and_is_smaller(candidate: tuple[Path, Candidate]) -> None:
-    (_, accuracy) = candidate[1].edge[0]
+def test_int8_variant_passes_its_gate_and_is_smaller(candidate: StagedCandidate) -> None:
+    (_, accuracy) = candidate.candidate.edge[0]
     assert accuracy.auc_drop <= GATEWAY.max_auc_drop
     assert accuracy.flip_rate <= GATEWAY.max_flip_rate
     assert accuracy.size_bytes_edge < accuracy.size_bytes_fp32
 
 
 def test_a_damaged_variant_is_stopped_by_the_accuracy_gate(
-    candidate: tuple[Path, Candidate], snapshot: Snapshot, tmp_path: Path
+    candidate: StagedCandidate, snapshot: Snapshot, tmp_path: Path
 ) -> None:
-    fp32 = candidate[1].exported
+    fp32 = candidate.candidate.exported
     proto = onnx.load(fp32.path)
     weight = max(proto.graph.initializer, key=lambda t: int(np.prod(t.dims)))
     weight.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(weight), weight.name))
@@ -148,11 +147,11 @@ def test_a_target_over_budget_fails_naming_the_figures(bundle: tuple[Path, Path]
         measure_latency(bundle[1], LatencyBudget(p99_ms=1e-6, min_rows_per_s=1))
 
 
-def test_sample_inputs_travel_with_the_bundle(bundle: tuple[Path, Path], candidate: tuple[Path, Candidate]) -> None:
+def test_sample_inputs_travel_with_the_bundle(bundle: tuple[Path, Path], candidate: StagedCandidate) -> None:
     samples = pd.read_parquet(bundle[0] / SAMPLE_INPUTS_FILE)
-    assert len(samples) == len(pd.read_parquet(candidate[1].parity.known_inputs))
+    assert len(samples) == len(pd.read_parquet(candidate.candidate.parity.known_inputs))
 
 
-def test_exported_model_record_matches_the_file(candidate: tuple[Path, Candidate]) -> None:
-    exported: OnnxModel = candidate[1].exported
+def test_exported_model_record_matches_the_file(candidate: StagedCandidate) -> None:
+    exported: OnnxModel = candidate.candidate.exported
     assert onnx_model(Path(exported.path)) == exported

@@ -13,8 +13,8 @@ from tasks.training import TrainedModel
 from tests.conftest import FAST_TRAINING
 
 
-def test_trained_model_separates_failing_machines(trained: TrainedModel, snapshot: Snapshot, tmp_path: Path) -> None:
-    evaluation = evaluate_model(trained, snapshot, FAST_TRAINING.holdout_fraction, tmp_path)
+def test_trained_model_separates_failing_machines(trained: TrainedModel, snapshot: Snapshot) -> None:
+    evaluation = evaluate_model(trained, snapshot, FAST_TRAINING.holdout_fraction)
     assert evaluation.metrics.roc_auc >= 0.8
     assert evaluation.metrics.pr_auc > evaluation.metrics.positive_rate
     assert evaluation.metrics.calibration_error < 0.1

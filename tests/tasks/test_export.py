@@ -13,7 +13,6 @@ from onnx import numpy_helper
 from tasks.data import Snapshot, read_snapshot, split_holdout
 from tasks.export import (
     EXPECTED_COLUMN,
-    KNOWN_INPUTS_FILE,
     OPSET,
     OnnxModel,
     ParityError,
@@ -32,20 +31,18 @@ STRICT = ParityThresholds()
 
 
 @pytest.fixture(scope="module")
-def exported(trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
-    return export_onnx(trained, tmp_path_factory.mktemp("onnx"), {"model_name": "test", "data_sha256": "abc"})
+def exported(trained: TrainedModel) -> OnnxModel:
+    return export_onnx(trained, {"model_name": "test", "data_sha256": "abc"})
 
 
-def _check(exported: OnnxModel, trained: TrainedModel, snapshot: Snapshot, landing: Path) -> ParityReport:
-    return check_onnx_parity(exported, trained, snapshot, FAST_TRAINING.holdout_fraction, STRICT, landing)
+def _check(exported: OnnxModel, trained: TrainedModel, snapshot: Snapshot) -> ParityReport:
+    return check_onnx_parity(exported, trained, snapshot, FAST_TRAINING.holdout_fraction, STRICT, None)
 
 
 def test_export_passes_the_parity_gate_on_every_row_set(
     exported: OnnxModel, trained: TrainedModel, snapshot: Snapshot, landed_partition: Path
 ) -> None:
-    report = check_onnx_parity(
-        exported, trained, snapshot, FAST_TRAINING.holdout_fraction, STRICT, landed_partition.parent
-    )
+    report = check_onnx_parity(exported, trained, snapshot, FAST_TRAINING.holdout_fraction, STRICT, landed_partition)
     assert set(report.sets) == {"held-out", "known inputs", "production sample"}
     for parity in report.sets.values():
         assert parity.rows > 0
@@ -53,11 +50,8 @@ def test_export_passes_the_parity_gate_on_every_row_set(
         assert parity.decision_flips == 0
 
 
-def test_known_inputs_are_kept_with_the_model_and_reproduce(
-    exported: OnnxModel, trained: TrainedModel, snapshot: Snapshot, tmp_path: Path
-) -> None:
-    _check(exported, trained, snapshot, tmp_path)
-    known = pd.read_parquet(Path(exported.path).with_name(KNOWN_INPUTS_FILE))
+def test_known_inputs_are_kept_and_reproduce(exported: OnnxModel, trained: TrainedModel, snapshot: Snapshot) -> None:
+    known = pd.read_parquet(_check(exported, trained, snapshot).known_inputs)
     assert "never-seen-model" in set(known[CATEGORY_FEATURE])  # an unseen machine model is among them
     replayed = onnx_predict(onnx_session(Path(exported.path)), known)
     np.testing.assert_allclose(replayed, known[EXPECTED_COLUMN], atol=STRICT.atol)
@@ -100,11 +94,15 @@ def test_perturbed_weight_fails_the_gate(
     broken = tmp_path / "broken.onnx"
     onnx.save_model(proto, broken)
     with pytest.raises(ParityError, match="disagrees with PyTorch"):
-        _check(exported.model_copy(update={"path": str(broken)}), trained, snapshot, tmp_path)
+        _check(exported.model_copy(update={"path": str(broken)}), trained, snapshot)
 
 
 def test_swapped_feature_order_fails_the_gate(
-    exported: OnnxModel, trained: TrainedModel, snapshot: Snapshot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    exported: OnnxModel,
+    trained: TrainedModel,
+    snapshot: Snapshot,
+    monkeypatch: pytest.MonkeyPatch,
+    recompute: None,  # the gate must run, not be served from the cache
 ) -> None:
     import tasks.export as export
 
@@ -116,4 +114,4 @@ def test_swapped_feature_order_fails_the_gate(
     original = export.onnx_inputs
     monkeypatch.setattr(export, "onnx_inputs", swapped)
     with pytest.raises(ParityError, match="flipped decisions"):
-        _check(exported, trained, snapshot, tmp_path)
+        _check(exported, trained, snapshot)

@@ -14,14 +14,13 @@ from tasks.data import Snapshot
 from tasks.files import sha256_file
 from tasks.registry import (
     MANIFEST,
-    Candidate,
     RegisteredVersion,
     StagedVersion,
     find_edge_bundle,
     list_versions,
     reserve_model_version,
 )
-from tests.conftest import CANDIDATE_NAME, FAST_TRAINING, register_candidate
+from tests.conftest import CANDIDATE_NAME, FAST_TRAINING, StagedCandidate, register_candidate
 
 Register = Callable[[str], RegisteredVersion]
 
@@ -32,15 +31,30 @@ def store(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def register(candidate: tuple[Path, Candidate], store: Path) -> Register:
+def register(candidate: StagedCandidate, store: Path) -> Register:
     """Register copies of the candidate into a fresh model store, as runs would."""
     return lambda run_id: register_candidate(candidate, store, CANDIDATE_NAME, run_id)
 
 
-def test_versions_count_up_from_one(register: Register, store: Path) -> None:
+def test_versions_count_up_from_one(register: Register, store: Path, recompute: None) -> None:
     assert [register("run-a").version, register("run-b").version] == [1, 2]
     assert [v.flow_run_id for v in list_versions(store, CANDIDATE_NAME)] == ["run-a", "run-b"]
     assert not any((store / CANDIDATE_NAME / registry.STAGING).iterdir())  # staging folders became versions
+
+
+def test_registering_the_same_candidate_again_is_the_same_version(register: Register, store: Path) -> None:
+    first = register("run-a")
+    assert register("run-b") == first
+    assert [v.version for v in list_versions(store, CANDIDATE_NAME)] == [1]
+
+
+def test_a_version_whose_cache_entry_is_gone_is_found_not_duplicated(
+    register: Register, store: Path, candidate: StagedCandidate
+) -> None:
+    first = register("run-a")
+    staged = reserve_model_version(store, CANDIDATE_NAME, candidate.candidate, "run-b")
+    again = registry.register_model_version.fn(staged, candidate.candidate, candidate.bundles, "run-b")
+    assert again == first
 
 
 def test_manifest_records_data_params_metrics_edge_and_file_hashes(register: Register, snapshot: Snapshot) -> None:
@@ -61,25 +75,30 @@ def test_manifest_records_data_params_metrics_edge_and_file_hashes(register: Reg
     assert "evaluation.png" in (folder / "report.md").read_text()
 
 
-def test_a_number_claimed_meanwhile_is_never_reused(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = reserve_model_version(store, CANDIDATE_NAME, "run-a")
-    second = reserve_model_version(store, CANDIDATE_NAME, "run-b")
+def test_a_number_claimed_meanwhile_is_never_reused(
+    store: Path, candidate: StagedCandidate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def reserve(run_id: str) -> StagedVersion:
+        return reserve_model_version.fn(store, CANDIDATE_NAME, candidate.candidate, run_id)
+
+    first, second = reserve("run-a"), reserve("run-b")
     # A third run that looked before the others claimed their numbers must still get a fresh one.
     monkeypatch.setattr(registry, "_highest_number", lambda _: 0)
-    third = reserve_model_version(store, CANDIDATE_NAME, "run-c")
+    third = reserve("run-c")
     assert (first.version, second.version, third.version) == (1, 2, 3)
-    assert len({first.staging, second.staging, third.staging}) == 3
+    assert len({first.claim, second.claim, third.claim}) == 3
 
 
-def test_a_failed_run_leaves_a_gap_not_a_version(register: Register, store: Path) -> None:
-    abandoned: StagedVersion = reserve_model_version(store, CANDIDATE_NAME, "run-that-failed")
+def test_a_run_that_failed_after_reserving_leaves_a_gap_not_a_version(
+    register: Register, store: Path, candidate: StagedCandidate, recompute: None
+) -> None:
+    abandoned = reserve_model_version(store, CANDIDATE_NAME, candidate.candidate, "run-that-failed")
     kept = register("run-b")
     assert (abandoned.version, kept.version) == (1, 2)
     assert [v.version for v in list_versions(store, CANDIDATE_NAME)] == [2]
-    assert reserve_model_version(store, CANDIDATE_NAME, "run-c").version == 3
 
 
-def test_edge_bundle_is_found_by_version_and_target(register: Register, store: Path) -> None:
+def test_edge_bundle_is_found_by_version_and_target(register: Register, store: Path, recompute: None) -> None:
     register("run-a")
     newest = register("run-b")
     assert find_edge_bundle(store, CANDIDATE_NAME, None, "gateway") == Path(newest.edge_bundles["gateway"])

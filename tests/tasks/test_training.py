@@ -13,14 +13,15 @@ from tests.conftest import FAST_TRAINING
 
 
 def test_same_snapshot_and_seed_give_bit_identical_weights(
-    snapshot: Snapshot, trained: TrainedModel, tmp_path: Path
+    snapshot: Snapshot, trained: TrainedModel, recompute: None
 ) -> None:
-    again = train_model(snapshot, FAST_TRAINING, tmp_path)
+    again = train_model(snapshot, FAST_TRAINING)
+    assert again.weights_path != trained.weights_path  # trained anew, not reused from the cache
     assert again.weights_sha256 == trained.weights_sha256
 
 
-def test_another_seed_gives_other_weights(snapshot: Snapshot, trained: TrainedModel, tmp_path: Path) -> None:
-    other = train_model(snapshot, TrainingParams(epochs=1, seed=1), tmp_path)
+def test_another_seed_gives_other_weights(snapshot: Snapshot, trained: TrainedModel) -> None:
+    other = train_model(snapshot, TrainingParams(epochs=1, seed=1))
     assert other.weights_sha256 != trained.weights_sha256
 
 
