@@ -9,7 +9,9 @@ Measured side by side in one run on the same snapshot, interleaved, best of --re
   xgboost task          the Prefect "Train XGBoost model" task in-process
   xgboost task, 1x2     the task through xgboost.dask on 1 worker x 2 threads
   xgboost task, 2x1     the task through xgboost.dask on 2 workers x 1 thread
-Both Dask clusters are started (and warmed up) before timing, so cluster start-up is not in the figures.
+Both Dask clusters are `dask scheduler` + `dask worker` processes started before timing (so start-up is not in
+the figures, and no scheduler thread in this process competes for the GIL with the in-process runs), and one
+untimed round warms every variant up.
 Every time is taken around the whole call, Prefect's task-run bookkeeping included.
 Run: .venv/bin/python -m benchmarks.bench_training [--rows N] [--epochs E] [--rounds R] [--repeats K]
 """
@@ -18,14 +20,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
-from distributed import LocalCluster
 from prefect.testing.utilities import prefect_test_harness
 
 # Every attempt trains: none may be served from the task cache.
@@ -36,6 +42,35 @@ from tasks.cluster import ClusterSpec
 from tasks.data import snapshot_partition
 from tasks.synthetic import generate_telemetry, write_partition
 from tasks.training import TrainingParams, train_model, train_rank
+
+
+@contextmanager
+def dask_cluster(folder: Path, workers: int, threads: int) -> Iterator[str]:
+    """A scheduler and `workers` worker processes of `threads` threads each, in their own processes; its address."""
+    scheduler_file = folder / f"scheduler-{workers}x{threads}.json"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--scheduler-file", str(scheduler_file),
+             "--port", "0", "--dashboard-address", ":0"],
+            **quiet,  # type: ignore[call-overload]
+        )
+    ]  # fmt: skip
+    while not scheduler_file.exists():
+        time.sleep(0.2)
+    started.append(
+        subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(scheduler_file),
+             "--nworkers", str(workers), "--nthreads", str(threads), "--dashboard-address", ":0"],
+            **quiet,  # type: ignore[call-overload]
+        )
+    )  # fmt: skip
+    try:
+        yield str(json.loads(scheduler_file.read_text())["address"])
+    finally:
+        for process in started:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
 
 
 def _timed(call: Callable[[], object]) -> float:
@@ -57,13 +92,13 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory() as tmp,
         prefect_test_harness(),
-        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as two_by_one,
-        LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=None) as one_by_two,
+        dask_cluster(Path(tmp), workers=2, threads=1) as two_by_one,
+        dask_cluster(Path(tmp), workers=1, threads=2) as one_by_two,
     ):
         root = Path(tmp)
         snapshot = snapshot_partition.fn(write_partition(generate_telemetry(args.rows, day), root, day), root / "store")
-        spec_2x1 = ClusterSpec(workers=2, scheduler=two_by_one.scheduler_address)
-        spec_1x2 = ClusterSpec(workers=1, scheduler=one_by_two.scheduler_address)
+        spec_2x1 = ClusterSpec(workers=2, scheduler=two_by_one)
+        spec_1x2 = ClusterSpec(workers=1, scheduler=one_by_two)
         counter = iter(range(1_000_000))
 
         def workdir() -> Path:
@@ -87,8 +122,10 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in runs}
         # One untimed round first: the workers (and this process) import and initialize torch, xgboost and Conveyor.
         for repeat in range(-1, args.repeats):
-            for name, run in runs.items():
-                seconds = _timed(run)
+            # Each round starts at another variant, so none always runs right after the same neighbour.
+            names = list(runs)
+            for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+                seconds = _timed(runs[name])
                 if repeat >= 0:
                     times[name].append(seconds)
         _, rows = fit_booster(snapshot.path, BoostingParams(rounds=1), threads=1)
