@@ -141,14 +141,14 @@ def main() -> None:
         rate = samples[family] / seconds
         print(f"{name:<18} {seconds:7.2f} s  {rate:>12,.0f} samples/s  ({seconds / baseline:.2f}x direct)")
     for family in ("torch", "xgboost"):
-        overhead = best[f"{family} task"] / best[f"{family} direct"] - 1
-        dask_overhead = best[f"{family} task, 1x2"] / best[f"{family} direct"] - 1
+        direct = best[f"{family} direct"]
+        # A fixed cost per task (task run, cache key, result record, artifacts): its share of a 60 s job is the goal.
+        task_s, dask_s = best[f"{family} task"] - direct, best[f"{family} task, 1x2"] - direct
         speedup = best[f"{family} task, 1x2"] / best[f"{family} task, 2x1"]
         print(
-            f"{family}: Prefect task overhead {overhead:+.1%}, Prefect + Dask (1 worker x 2 threads) "
-            f"{dask_overhead:+.1%} of the direct call (goal <= 5 % on a 60 s job); "
-            f"2 workers x 1 thread vs 1 worker x 2 threads: speed-up {speedup:.2f}x, "
-            f"efficiency {speedup / 2:.0%} per worker"
+            f"{family}: Prefect task overhead {task_s:+.2f} s, Prefect + Dask (1 worker x 2 threads) {dask_s:+.2f} s "
+            f"per task = {task_s / 60:+.1%} and {dask_s / 60:+.1%} of a 60 s job (goal <= 5 %); "
+            f"2 workers x 1 thread vs 1 worker x 2 threads: speed-up {speedup:.2f}x, efficiency {speedup / 2:.0%}"
         )
 
 
