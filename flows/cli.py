@@ -169,24 +169,35 @@ def train_command(
     scheduler: Annotated[
         str | None, typer.Option(help="Existing Dask scheduler, e.g. tcp://host:8786; default: a local cluster.")
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training rows.")] = 12,
-    out: Annotated[Path | None, typer.Option(help="Folder to copy the weights and the evaluation plot into.")] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training rows (torch).")] = 12,
+    family: Annotated[str, typer.Option(help="Model family: torch (the MLP) or xgboost (boosted trees).")] = "torch",
+    rounds: Annotated[int, typer.Option(min=1, help="Boosting rounds (xgboost).")] = 100,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder to copy the model file and the evaluation plot into.")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Train again even if a cached model exists.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Train and evaluate on a data file as a flow run (DDP across Dask workers when asked)."""
-    from flows.train import train
+    """Train and evaluate on a data file as a flow run (DDP or xgboost.dask across Dask workers when asked)."""
+    from typing import get_args
+
+    from flows.train import ModelFamily, train
+    from tasks.boosting import BoostingParams
     from tasks.cluster import ClusterSpec
     from tasks.training import TrainingParams
 
     if not data.is_file():
         raise CommandError(f"No data file at {data}.")
+    if family not in get_args(ModelFamily):
+        raise CommandError(f"--family must be one of {', '.join(get_args(ModelFamily))}; got {family!r}.")
     state = train(
         data=str(data.resolve()),
         cluster=ClusterSpec(workers=workers, scheduler=scheduler),
         training=TrainingParams(epochs=epochs),
         out=str(out.resolve()) if out else None,
         force_recompute=force,
+        family=family,
+        boosting=BoostingParams(rounds=rounds),
         return_state=True,
     )
     if not state.is_completed():
@@ -194,13 +205,80 @@ def train_command(
     result = state.result()
     metrics = result.metrics
     text = (
-        f"weights      {result.weights_path} (sha256 {result.weights_sha256[:12]})\n"
+        f"{result.family:<12} {result.weights_path} (sha256 {result.weights_sha256[:12]})\n"
         f"ranks        {result.world_size}"
         + (f", resumed from epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else "")
         + f"\nheld-out     ROC AUC {metrics.roc_auc:.3f}, PR AUC {metrics.pr_auc:.3f}, log loss {metrics.log_loss:.3f}"
         f"\nwall time    {result.train_wall_s:.1f} s training"
     )
     _print(result.model_dump(), as_json, text)
+
+
+@app.command("tune")
+def tune_command(
+    data: Annotated[Path, typer.Argument(help="A telemetry parquet file.")],
+    workers: Annotated[int, typer.Option(min=1, help="Dask workers the trials run on side by side.")] = 2,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Existing Dask scheduler, e.g. tcp://host:8786; default: a local cluster.")
+    ] = None,
+    max_depth: Annotated[list[int] | None, typer.Option(help="Tree depth to try (repeatable).")] = None,
+    learning_rate: Annotated[list[float] | None, typer.Option(help="Shrinkage to try (repeatable).")] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Boosting rounds of every trial.")] = 100,
+    metric: Annotated[str, typer.Option(help="Held-out metric that picks the best trial.")] = "roc_auc",
+    compare_torch: Annotated[
+        bool, typer.Option("--compare-torch", help="Also train the torch model and compare the families.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run every trial again even if cached.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Search XGBoost hyper-parameters on a data file, trials fanned out on Dask workers, as a flow run."""
+    from typing import get_args
+
+    from pydantic import ValidationError
+
+    from flows.tune import DEFAULT_SPACE, tune
+    from tasks.boosting import BoostingParams
+    from tasks.cluster import ClusterSpec
+    from tasks.training import TrainingParams
+    from tasks.tuning import TuningMetric
+
+    if not data.is_file():
+        raise CommandError(f"No data file at {data}.")
+    if metric not in get_args(TuningMetric):
+        raise CommandError(f"--metric must be one of {', '.join(get_args(TuningMetric))}; got {metric!r}.")
+    try:
+        space = DEFAULT_SPACE.model_copy(
+            update={
+                "max_depth": max_depth or DEFAULT_SPACE.max_depth,
+                "learning_rate": learning_rate or DEFAULT_SPACE.learning_rate,
+            }
+        )
+        space.trials(BoostingParams(rounds=rounds))
+        cluster = ClusterSpec(workers=workers, scheduler=scheduler)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        raise CommandError(f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}.") from None
+    state = tune(
+        data=str(data.resolve()),
+        base=BoostingParams(rounds=rounds),
+        space=space,
+        metric=metric,
+        cluster=cluster,
+        compare_torch=TrainingParams() if compare_torch else None,
+        force_recompute=force,
+        return_state=True,
+    )
+    if not state.is_completed():
+        raise CommandError(f"Tuning ended {state.type.value}: {state.message}")
+    result = state.result()
+    lines = [
+        f"trial {i}{' (best)' if i == result.best else ''}: max_depth {t.params.max_depth}, "
+        f"learning_rate {t.params.learning_rate:g}, {metric} {getattr(t.metrics, metric):.4f}, {t.wall_s:.1f} s"
+        for i, t in enumerate(result.trials)
+    ]
+    if result.torch:
+        lines.append(f"torch: {metric} {getattr(result.torch, metric):.4f}")
+    _print(result.model_dump(), as_json, "\n".join(lines))
 
 
 @app.command("edge-run")

@@ -1,14 +1,16 @@
-"""The train flow: train and evaluate on one data file, on one process or across Dask workers."""
+"""The train flow: train and evaluate either model family on one data file, on one process or across Dask workers."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from prefect import flow
 from pydantic import BaseModel, Field
 
 from blocks.stores import ConveyorStores
 from flows.refit import DEFAULT_CLUSTER, DEFAULT_TRAINING
+from tasks.boosting import BoostingParams, evaluate_xgboost, train_xgboost
 from tasks.caching import copy_outputs, report_cache_use
 from tasks.cluster import ClusterSpec
 from tasks.data import snapshot_partition
@@ -16,11 +18,15 @@ from tasks.evaluation import Metrics, evaluate_model
 from tasks.training import TrainingParams, train_model
 from tasks.validation import require_valid, validate_snapshot
 
+ModelFamily = Literal["torch", "xgboost"]
+DEFAULT_BOOSTING = BoostingParams()
+
 
 class TrainingRun(BaseModel):
     """What one training run made."""
 
-    weights_path: str
+    family: ModelFamily
+    weights_path: str = Field(description="The model file: torch weights, or the XGBoost booster as JSON.")
     weights_sha256: str
     world_size: int
     resumed_from_epoch: int | None
@@ -32,19 +38,36 @@ class TrainingRun(BaseModel):
 def train(
     data: str = Field(..., description="A telemetry parquet file to train on."),
     cluster: ClusterSpec = Field(DEFAULT_CLUSTER, description="Where training runs."),
-    training: TrainingParams = Field(DEFAULT_TRAINING, description="Model and optimizer settings."),
-    out: str | None = Field(None, description="Folder to copy the weights and the evaluation plot into."),
+    training: TrainingParams = Field(DEFAULT_TRAINING, description="Model and optimizer settings (torch)."),
+    out: str | None = Field(None, description="Folder to copy the model file and the evaluation plot into."),
     force_recompute: bool = Field(False, description="Train again instead of reusing a cached model."),
+    family: ModelFamily = Field("torch", description="Model family: the torch MLP, or XGBoost's boosted trees."),
+    boosting: BoostingParams = Field(DEFAULT_BOOSTING, description="Tree settings (xgboost)."),
 ) -> TrainingRun:
-    """Snapshot and validate a data file, train on it (DDP across Dask workers when asked) and evaluate."""
+    """Snapshot and validate a data file, train on it (DDP or xgboost.dask across Dask workers when asked), evaluate."""
     stores = ConveyorStores.resolve()
     snapshot = snapshot_partition(Path(data), stores.data_path)
     require_valid(validate_snapshot(snapshot))
+    if family == "xgboost":
+        boosted = train_xgboost(snapshot, boosting, cluster)
+        scored = evaluate_xgboost(boosted, snapshot, boosting.holdout_fraction)
+        kept = copy_outputs([boosted.model_path, scored.plot_path], Path(out))[0] if out else boosted.model_path
+        report_cache_use()
+        return TrainingRun(
+            family=family,
+            weights_path=kept,
+            weights_sha256=boosted.model_sha256,
+            world_size=boosted.world_size,
+            resumed_from_epoch=None,
+            train_wall_s=boosted.wall_s,
+            metrics=scored.metrics,
+        )
     model = train_model(snapshot, training, cluster)
     evaluation = evaluate_model(model, snapshot, training.holdout_fraction)
     weights = copy_outputs([model.weights_path, evaluation.plot_path], Path(out))[0] if out else model.weights_path
     report_cache_use()
     return TrainingRun(
+        family=family,
         weights_path=weights,
         weights_sha256=model.weights_sha256,
         world_size=model.world_size,

@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 
 import dask
 from distributed import Client, LocalCluster
+from prefect_dask.task_runners import DaskTaskRunner
 from pydantic import BaseModel, Field
 
 
@@ -60,3 +61,17 @@ def rendezvous_address(client: Client, rank0: str) -> str:
     """tcp://host:port where rank 0 (on its worker's host) accepts the other ranks."""
     port = client.submit(free_port, workers=[rank0], pure=False).result()
     return f"tcp://{urlparse(rank0).hostname}:{port}"
+
+
+def task_runner(spec: ClusterSpec) -> DaskTaskRunner:
+    """Prefect's Dask task runner on the cluster the spec names: a local one of N workers, or one by address."""
+    if spec.scheduler:
+        return DaskTaskRunner(address=spec.scheduler)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": spec.workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        }
+    )

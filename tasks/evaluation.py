@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -84,8 +85,13 @@ def plot_evaluation(labels: np.ndarray, probabilities: np.ndarray, metrics: Metr
 def evaluate_model(model: TrainedModel, snapshot: Snapshot, holdout_fraction: float) -> Evaluation:
     """Score the held-out split: ROC AUC, PR AUC, log loss, Brier score and calibration."""
     _, holdout = split_holdout(read_snapshot(snapshot), holdout_fraction)
-    labels = holdout[LABEL].to_numpy(dtype=float)
     probabilities = predict(load_weights(Path(model.weights_path), model.hidden_units), holdout)
+    return publish_evaluation(holdout, probabilities, snapshot)
+
+
+def publish_evaluation(holdout: pd.DataFrame, probabilities: np.ndarray, snapshot: Snapshot) -> Evaluation:
+    """Metrics, plot (in the running task's folder), artifact and log line of any model's held-out probabilities."""
+    labels = holdout[LABEL].to_numpy(dtype=float)
     metrics = compute_metrics(labels, probabilities)
     plot = plot_evaluation(labels, probabilities, metrics, task_output_dir() / "evaluation.png")
     create_table_artifact(
@@ -95,3 +101,23 @@ def evaluate_model(model: TrainedModel, snapshot: Snapshot, holdout_fraction: fl
     )
     get_run_logger().info("held-out ROC AUC %.3f, PR AUC %.3f", metrics.roc_auc, metrics.pr_auc)
     return Evaluation(metrics=metrics, plot_path=str(plot))
+
+
+@cached_task("Compare model families")
+def compare_model_families(evaluated: dict[str, Metrics], snapshot: Snapshot) -> list[dict[str, str | float]]:
+    """One table of every family's held-out metrics; fails if they were not scored on the same held-out rows."""
+    if len({metrics.holdout_rows for metrics in evaluated.values()}) > 1:
+        raise ValueError(
+            "The model families were scored on different held-out rows; give them the same holdout_fraction."
+        )
+    table: list[dict[str, str | float]] = [
+        {"model": name, **{key: round(value, 4) for key, value in metrics.model_dump().items()}}
+        for name, metrics in evaluated.items()
+    ]
+    create_table_artifact(
+        table,
+        key="model-families",
+        description=f"Model families on the same held-out machines of snapshot {snapshot.sha256[:12]}",
+    )
+    get_run_logger().info("held-out ROC AUC: %s", ", ".join(f"{name} {m.roc_auc:.4f}" for name, m in evaluated.items()))
+    return table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -56,7 +57,7 @@ class OnnxModel(BaseModel):
 
 
 class ParityThresholds(BaseModel):
-    """How far ONNX Runtime may stray from PyTorch: |onnx - torch| <= atol + rtol * |torch| on every row."""
+    """How far ONNX Runtime may stray from the trained model: |onnx - ref| <= atol + rtol * |ref| on every row."""
 
     atol: float = Field(1e-5, ge=0, description="Absolute tolerance on the failure probability.")
     rtol: float = Field(1e-4, ge=0, description="Relative tolerance on the failure probability.")
@@ -67,7 +68,7 @@ class SetParity(BaseModel):
 
     rows: int
     max_abs_error: float = Field(description="Largest absolute difference in failure probability.")
-    max_rel_error: float = Field(description="Largest difference relative to PyTorch's probability.")
+    max_rel_error: float = Field(description="Largest difference relative to the reference model's probability.")
     out_of_tolerance: int = Field(description="Rows outside atol + rtol * |torch|.")
     decision_flips: int = Field(description=f"Rows whose class at threshold {DECISION_THRESHOLD} differs.")
 
@@ -86,8 +87,8 @@ class ParityReport(BaseModel):
     )
 
 
-def _prepend_string_lookup(proto: onnx.ModelProto) -> None:
-    """Let the graph take machine_model as raw strings: a LabelEncoder maps them to the codes the network embeds."""
+def prepend_string_lookup(proto: onnx.ModelProto) -> None:
+    """Let the graph take machine_model as raw strings: a LabelEncoder maps them to the codes the model reads."""
     graph = proto.graph
     codes_input = next(i for i in graph.input if i.name == CATEGORY_FEATURE)
     batch_dim = codes_input.type.tensor_type.shape.dim[0]
@@ -107,7 +108,27 @@ def _prepend_string_lookup(proto: onnx.ModelProto) -> None:
         name="machine_model_lookup",
     )
     graph.node.insert(0, lookup)
-    proto.opset_import.append(helper.make_opsetid("ai.onnx.ml", ML_OPSET))
+    # A graph of tree ensembles already imports ai.onnx.ml; a domain may be imported only once.
+    ml = next((o for o in proto.opset_import if o.domain == "ai.onnx.ml"), None)
+    if ml is None:
+        proto.opset_import.append(helper.make_opsetid("ai.onnx.ml", ML_OPSET))
+    else:
+        ml.version = max(ml.version, ML_OPSET)
+
+
+def stamp_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:
+    """Replace the graph's metadata with the caller's plus the input contract, then check the whole model."""
+    stamped = {
+        **metadata,
+        "numeric_features": ",".join(NUMERIC_FEATURES),
+        "category_vocabulary": ",".join(CATEGORY_VOCABULARY),
+        "opset": str(OPSET),
+        "producer": "conveyor",
+    }
+    del proto.metadata_props[:]
+    for key, value in stamped.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto, full_check=True)
 
 
 def to_onnx(network: FailureModel, metadata: dict[str, str]) -> onnx.ModelProto:
@@ -126,18 +147,8 @@ def to_onnx(network: FailureModel, metadata: dict[str, str]) -> onnx.ModelProto:
     )
     assert program is not None
     proto = program.model_proto
-    _prepend_string_lookup(proto)
-    stamped = {
-        **metadata,
-        "numeric_features": ",".join(NUMERIC_FEATURES),
-        "category_vocabulary": ",".join(CATEGORY_VOCABULARY),
-        "opset": str(OPSET),
-        "producer": "conveyor",
-    }
-    del proto.metadata_props[:]
-    for key, value in stamped.items():
-        proto.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(proto, full_check=True)
+    prepend_string_lookup(proto)
+    stamp_metadata(proto, metadata)
     return proto
 
 
@@ -227,6 +238,53 @@ def production_sample(partition: Path | None) -> pd.DataFrame | None:
     return usable.sample(min(len(usable), _PRODUCTION_SAMPLE_ROWS), random_state=0) if len(usable) else None
 
 
+def check_parity(
+    onnx_path: Path,
+    reference: Callable[[pd.DataFrame], np.ndarray],
+    against: str,
+    holdout: pd.DataFrame,
+    thresholds: ParityThresholds,
+    production: Path | None,
+    known_path: Path,
+) -> ParityReport:
+    """Compare ONNX Runtime with the model's own predictions on every row set; keep the known inputs; fail if apart."""
+    session = onnx_session(onnx_path)
+    known = known_inputs(holdout)
+    known[EXPECTED_COLUMN] = reference(known)
+    write_atomically(known_path, lambda tmp: known.to_parquet(tmp, index=False))
+    row_sets = {"held-out": holdout, "known inputs": known, "production sample": production_sample(production)}
+    report = ParityReport(
+        known_inputs=str(known_path),
+        sets={
+            name: compare(onnx_predict(session, rows), reference(rows), thresholds)
+            for name, rows in row_sets.items()
+            if rows is not None
+        },
+    )
+    create_table_artifact(
+        [{"rows checked": name, **parity.model_dump()} for name, parity in report.sets.items()],
+        key="onnx-parity",
+        description=f"ONNX Runtime vs {against} on every set of rows checked",
+    )
+    failing = {name: parity for name, parity in report.sets.items() if not parity.passed}
+    if failing:
+        details = "; ".join(
+            f"{name}: {p.out_of_tolerance} of {p.rows} rows out of tolerance (max abs error {p.max_abs_error:.2e}), "
+            f"{p.decision_flips} flipped decisions"
+            for name, p in failing.items()
+        )
+        raise ParityError(
+            f"ONNX export disagrees with {against} beyond atol {thresholds.atol:g} + rtol {thresholds.rtol:g}: "
+            f"{details}."
+        )
+    get_run_logger().info(
+        "ONNX parity with %s holds on %s",
+        against,
+        ", ".join(f"{name} ({p.rows} rows)" for name, p in report.sets.items()),
+    )
+    return report
+
+
 @cached_task("Check ONNX parity")
 def check_onnx_parity(
     exported: OnnxModel,
@@ -238,37 +296,13 @@ def check_onnx_parity(
 ) -> ParityReport:
     """Fail unless ONNX Runtime matches PyTorch on held-out rows, the stored known inputs and production data."""
     network = load_weights(Path(model.weights_path), model.hidden_units)
-    session = onnx_session(Path(exported.path))
     _, holdout = split_holdout(read_snapshot(snapshot), holdout_fraction)
-    known = known_inputs(holdout)
-    known[EXPECTED_COLUMN] = predict(network, known)
-    known_path = task_output_dir() / KNOWN_INPUTS_FILE
-    write_atomically(known_path, lambda tmp: known.to_parquet(tmp, index=False))
-    row_sets = {"held-out": holdout, "known inputs": known, "production sample": production_sample(production)}
-    report = ParityReport(
-        known_inputs=str(known_path),
-        sets={
-            name: compare(onnx_predict(session, rows), predict(network, rows), thresholds)
-            for name, rows in row_sets.items()
-            if rows is not None
-        },
+    return check_parity(
+        Path(exported.path),
+        lambda rows: predict(network, rows),
+        "PyTorch",
+        holdout,
+        thresholds,
+        production,
+        task_output_dir() / KNOWN_INPUTS_FILE,
     )
-    create_table_artifact(
-        [{"rows checked": name, **parity.model_dump()} for name, parity in report.sets.items()],
-        key="onnx-parity",
-        description="ONNX Runtime vs PyTorch on every set of rows checked",
-    )
-    failing = {name: parity for name, parity in report.sets.items() if not parity.passed}
-    if failing:
-        details = "; ".join(
-            f"{name}: {p.out_of_tolerance} of {p.rows} rows out of tolerance (max abs error {p.max_abs_error:.2e}), "
-            f"{p.decision_flips} flipped decisions"
-            for name, p in failing.items()
-        )
-        raise ParityError(
-            f"ONNX export disagrees with PyTorch beyond atol {thresholds.atol:g} + rtol {thresholds.rtol:g}: {details}."
-        )
-    get_run_logger().info(
-        "ONNX parity holds on %s", ", ".join(f"{name} ({p.rows} rows)" for name, p in report.sets.items())
-    )
-    return report

@@ -40,6 +40,7 @@ SETTINGS = configure_prefect_env()
 
 from blocks.stores import ConveyorStores  # noqa: E402
 from deployments import stack  # noqa: E402
+from tasks.boosting import BoostingParams  # noqa: E402
 from tasks.data import Snapshot, snapshot_partition  # noqa: E402
 from tasks.edge import EdgeBundle, EdgeTarget, build_edge_bundle, check_edge_accuracy, quantize_for_edge  # noqa: E402
 from tasks.evaluation import evaluate_model  # noqa: E402
@@ -51,6 +52,7 @@ from tasks.training import TrainedModel, TrainingParams, train_model  # noqa: E4
 # Small enough to train in seconds, large enough (200+ machines) for a stable held-out AUC.
 TRAINING_ROWS = 20_000
 FAST_TRAINING = TrainingParams(epochs=6)
+FAST_BOOSTING = BoostingParams(rounds=60)
 SESSION_DAY = dt.date(2026, 1, 15)
 GATEWAY = EdgeTarget()
 CANDIDATE_NAME = "candidate"

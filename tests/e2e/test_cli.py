@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from tasks.data import read_snapshot
 from tasks.export import onnx_predict, onnx_session
 from tasks.modeling import OUTPUT_NAME
 from tests.conftest import StagedCandidate, run_cli
 
-COMMANDS = ("generate", "up", "down", "status", "run", "demo", "models", "edge-run")
+COMMANDS = ("generate", "up", "down", "status", "run", "demo", "models", "edge-run", "tune")
 
 
 def test_help_lists_every_command_with_a_line() -> None:
@@ -112,3 +113,54 @@ def test_default_partition_is_yesterday_and_passes_validation(tmp_path: Path) ->
     assert Path(written).name == f"telemetry-{dt.date.today() - dt.timedelta(days=1)}.parquet"
     checked = run_cli("validate", written)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_tune_refuses_bad_search_values_in_one_sentence(landed_partition: Path, tmp_path: Path) -> None:
+    for args, named in (
+        (["--max-depth", "0"], "max_depth"),
+        (["--metric", "accuracy"], "--metric"),
+        (["--scheduler", "localhost:8786"], "scheduler"),
+    ):
+        result = run_cli("tune", str(landed_partition), *args)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith("Error: ")
+        assert named in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    missing = run_cli("tune", str(tmp_path / "nowhere.parquet"))
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == f"Error: No data file at {tmp_path / 'nowhere.parquet'}."
+
+
+@pytest.mark.slow
+def test_tune_prints_every_trial_and_the_best(landed_partition: Path) -> None:
+    result = run_cli(
+        "tune", str(landed_partition), "--rounds", "20", "--max-depth", "1", "--max-depth", "3",
+        "--learning-rate", "0.3", "--workers", "2", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    tuned = json.loads(result.stdout)
+    assert [t["params"]["max_depth"] for t in tuned["trials"]] == [1, 3]
+    aucs = [t["metrics"]["roc_auc"] for t in tuned["trials"]]
+    assert tuned["best"] == aucs.index(max(aucs))
+
+
+def test_train_refuses_an_unknown_model_family_in_one_sentence(landed_partition: Path) -> None:
+    result = run_cli("train", str(landed_partition), "--family", "lightgbm")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Error: --family must be one of torch, xgboost; got 'lightgbm'."
+
+
+@pytest.mark.slow
+def test_train_with_the_xgboost_family_keeps_a_json_booster_and_its_held_out_metrics(
+    landed_partition: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "train", str(landed_partition), "--family", "xgboost", "--rounds", "40", "--out", str(tmp_path), "--json"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = json.loads(result.stdout)
+    assert trained["family"] == "xgboost"
+    assert trained["weights_path"] == str(tmp_path / "booster.json")
+    assert json.loads((tmp_path / "booster.json").read_text())["learner"]["objective"]["name"] == "binary:logistic"
+    assert trained["metrics"]["roc_auc"] > 0.9
+    assert (tmp_path / "evaluation.png").is_file()

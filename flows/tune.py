@@ -1,0 +1,91 @@
+"""The tune flow: a hyper-parameter search over the XGBoost baseline, its trials fanned out on Dask workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from uuid import UUID
+
+from prefect import flow
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import as_completed
+from pydantic import BaseModel, Field
+
+from blocks.stores import ConveyorStores
+from tasks.boosting import BoostingParams
+from tasks.caching import report_cache_use
+from tasks.cluster import ClusterSpec, task_runner
+from tasks.data import Snapshot, find_partition, find_snapshot, snapshot_partition
+from tasks.evaluation import Metrics, compare_model_families, evaluate_model
+from tasks.training import TrainingParams, train_model
+from tasks.tuning import SearchSpace, Trial, TuningMetric, record_trials, run_trial
+from tasks.validation import require_valid, validate_snapshot
+
+DEFAULT_BASE = BoostingParams()
+DEFAULT_SPACE = SearchSpace()
+# Two local workers: trials run side by side, one thread each.
+DEFAULT_TUNING_CLUSTER = ClusterSpec(workers=2)
+
+
+class TuningResult(BaseModel):
+    """What a search tried and what won."""
+
+    snapshot_sha256: str
+    metric: str
+    trials: list[Trial]
+    best: int = Field(description="Index of the best trial.")
+    torch: Metrics | None = Field(description="The torch model's held-out metrics, when it was trained to compare.")
+
+    @property
+    def best_trial(self) -> Trial:
+        """The winning trial."""
+        return self.trials[self.best]
+
+
+@flow(name="tuning-trials")
+def run_trials(snapshot: Snapshot, trials: list[BoostingParams]) -> list[Trial]:
+    """Submit every trial as a task to this flow's (Dask) task runner and collect them as they finish."""
+    futures = [
+        run_trial.with_options(task_run_name=f"trial {i}").submit(snapshot, params) for i, params in enumerate(trials)
+    ]
+    progress = create_progress_artifact(0.0, description=f"{len(trials)} tuning trials")
+    assert isinstance(progress, UUID)  # the synchronous API, called from a synchronous flow
+    for done, _ in enumerate(as_completed(futures), start=1):
+        update_progress_artifact(progress, 100.0 * done / len(trials))
+    return [future.result() for future in futures]
+
+
+@flow(name="tune")
+def tune(
+    data: str | None = Field(
+        None, description="A telemetry parquet file to tune on; empty: the newest landed partition."
+    ),
+    snapshot: str | None = Field(None, description="SHA-256 of a snapshot in the data store; overrides data."),
+    base: BoostingParams = Field(DEFAULT_BASE, description="Settings every trial shares unless the space varies them."),
+    space: SearchSpace = Field(DEFAULT_SPACE, description="Values to try; every combination is one trial."),
+    metric: TuningMetric = Field("roc_auc", description="Held-out metric that picks the best trial."),
+    cluster: ClusterSpec = Field(
+        DEFAULT_TUNING_CLUSTER, description="Dask cluster the trials fan out on: N local workers, or one by address."
+    ),
+    compare_torch: TrainingParams | None = Field(
+        None, description="Also train the torch model with these settings and compare the families; empty: skip."
+    ),
+    force_recompute: bool = Field(False, description="Run every trial again instead of reusing cached results."),
+) -> TuningResult:
+    """Search XGBoost hyper-parameters with trials on Dask workers, record the best, optionally compare with torch."""
+    stores = ConveyorStores.resolve()
+    if snapshot:
+        chosen = find_snapshot(stores.data_path, snapshot)
+    else:
+        chosen = snapshot_partition(Path(data) if data else find_partition(stores.landing_path), stores.data_path)
+    require_valid(validate_snapshot(chosen))
+    # Prefect types with_options for its default futures; DaskTaskRunner's futures are Dask's own.
+    on_dask = run_trials.with_options(task_runner=task_runner(cluster))  # type: ignore[arg-type]
+    trials = on_dask(chosen, space.trials(base))
+    best = record_trials(trials, metric, space, chosen)
+    torch_metrics = None
+    if compare_torch is not None:
+        model = train_model(chosen, compare_torch)
+        torch_metrics = evaluate_model(model, chosen, compare_torch.holdout_fraction).metrics
+        compare_model_families({"xgboost (best trial)": trials[best].metrics, "torch": torch_metrics}, chosen)
+    report_cache_use()
+    return TuningResult(snapshot_sha256=chosen.sha256, metric=metric, trials=trials, best=best, torch=torch_metrics)
