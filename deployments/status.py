@@ -119,7 +119,8 @@ def describe_run(settings: ConveyorSettings, flow_run: FlowRun) -> dict[str, Any
         "model": None,
     }
     # Refit's result is the version it made or reused, stored as JSON: it comes back as a dict.
-    result = state.result(raise_on_failure=False) if state and state.is_completed() else None
+    # Flows that keep no result (state.data is None) have nothing to report here.
+    result = state.result(raise_on_failure=False) if state and state.is_completed() and state.data else None
     if isinstance(result, dict | RegisteredVersion):
         with suppress(ValidationError):
             outcome["model"] = RegisteredVersion.model_validate(result).model_dump()

@@ -106,7 +106,9 @@ def test_down_stops_the_watcher_and_up_brings_it_back(stack_up: dict[str, object
 
 
 def test_failed_run_exits_non_zero_with_the_reason(stack_up: dict[str, object]) -> None:
-    result = run_cli("run", "refit/default", "-p", "day=2020-01-01")
+    # refit/default runs one at a time. Under load the SQLite server can lose the release of a finished run's
+    # slot ("database is locked"); the slot then frees when its 300 s lease expires, so allow for that wait.
+    result = run_cli("run", "refit/default", "-p", "day=2020-01-01", timeout=540)
     assert result.returncode == 1
     assert "FAILED" in result.stdout
     assert "No landed partition at" in result.stdout
