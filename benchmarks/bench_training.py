@@ -40,6 +40,7 @@ os.environ["CONVEYOR_FORCE_RECOMPUTE"] = "1"
 from tasks.boosting import BoostingParams, fit_booster, train_xgboost
 from tasks.cluster import ClusterSpec
 from tasks.data import snapshot_partition
+from tasks.datastore import DataStore
 from tasks.synthetic import generate_telemetry, write_partition
 from tasks.training import TrainingParams, train_model, train_rank
 
@@ -96,7 +97,9 @@ def main() -> None:
         dask_cluster(Path(tmp), workers=1, threads=2) as one_by_two,
     ):
         root = Path(tmp)
-        snapshot = snapshot_partition.fn(write_partition(generate_telemetry(args.rows, day), root, day), root / "store")
+        snapshot = snapshot_partition.fn(
+            write_partition(generate_telemetry(args.rows, day), root, day), DataStore(url=str(root / "store"))
+        )
         spec_2x1 = ClusterSpec(workers=2, scheduler=two_by_one)
         spec_1x2 = ClusterSpec(workers=1, scheduler=one_by_two)
         counter = iter(range(1_000_000))

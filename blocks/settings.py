@@ -23,7 +23,9 @@ class ConveyorSettings(BaseSettings):
         description="Server database, pid files, logs and the default stores.",
     )
     landing_dir: Path | None = Field(None, description="Where new partitions land.")
-    data_store: Path | None = Field(None, description="Content-addressed dataset snapshots.")
+    data_store: str | None = Field(
+        None, description="Content-addressed dataset snapshots: a folder or an fsspec URL (s3://bucket/prefix)."
+    )
     model_store: Path | None = Field(None, description="Registered model versions.")
     quarantine_dir: Path | None = Field(None, description="Batches that failed validation, with their reports.")
     server_host: str = Field("127.0.0.1", description="Address the local Prefect server binds.")
@@ -95,9 +97,9 @@ class ConveyorSettings(BaseSettings):
         return self.landing_dir or self.state_dir / "landing"
 
     @property
-    def default_data_store(self) -> Path:
+    def default_data_store(self) -> str:
         """Snapshot store used when none is configured."""
-        return self.data_store or self.state_dir / "data"
+        return self.data_store or str(self.state_dir / "data")
 
     @property
     def default_model_store(self) -> Path:
@@ -113,6 +115,11 @@ class ConveyorSettings(BaseSettings):
     def task_cache_dir(self) -> Path:
         """Task cache used when none is configured."""
         return self.cache_dir or self.state_dir / "cache"
+
+    @property
+    def store_copies_dir(self) -> Path:
+        """Local copies of snapshots kept in an object store (what this host reads), and reports on their way there."""
+        return self.task_cache_dir / "store-copies"
 
     def prefect_env(self) -> dict[str, str]:
         """Environment that points Prefect clients, servers and workers at this installation."""

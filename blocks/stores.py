@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 from prefect.blocks.core import Block
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from blocks.settings import ConveyorSettings, get_settings
 
 DEFAULT_BLOCK_NAME = "default"
+
+
+class S3Credentials(Block):
+    """Credentials of an S3-compatible object store (AWS S3, MinIO, Ceph, R2) for an ``s3://`` data store."""
+
+    _block_type_name = "Conveyor S3 Credentials"
+    _block_type_slug = "conveyor-s3-credentials"
+    _description = "Access key, secret and endpoint of an S3-compatible object store."
+
+    access_key_id: str = Field(description="Access key ID.")
+    secret_access_key: SecretStr = Field(description="Secret access key; stored encrypted, never logged.")
+    endpoint_url: str | None = Field(None, description="Endpoint of a non-AWS store, e.g. http://minio:9000.")
+    region_name: str | None = Field(None, description="Region of the bucket.")
+
+    def storage_options(self) -> dict[str, Any]:
+        """The options s3fs takes (the secret in clear text: hand them to fsspec, never to a log)."""
+        client = {k: v for k, v in {"endpoint_url": self.endpoint_url, "region_name": self.region_name}.items() if v}
+        return {"key": self.access_key_id, "secret": self.secret_access_key.get_secret_value(), "client_kwargs": client}
 
 
 class ConveyorStores(Block):
@@ -21,12 +40,17 @@ class ConveyorStores(Block):
     _description = "Landing folder, dataset snapshot store and model store of a Conveyor installation."
 
     landing_dir: str = Field(description="Folder where new telemetry partitions land.")
-    data_store: str = Field(description="Folder of content-addressed dataset snapshots.")
+    data_store: str = Field(
+        description="Content-addressed dataset snapshots: a folder, or an fsspec URL such as s3://bucket/prefix."
+    )
     model_store: str = Field(description="Folder of registered model versions.")
     # A default, so that blocks saved before quarantine existed still load.
     quarantine_dir: str = Field(
         default_factory=lambda: str(get_settings().default_quarantine_dir),
         description="Folder where batches that failed validation are kept, with their reports.",
+    )
+    data_store_credentials: S3Credentials | None = Field(
+        None, description="Credentials of an s3:// data store; empty: the environment's (AWS_* variables, a role)."
     )
 
     @classmethod
@@ -54,11 +78,6 @@ class ConveyorStores(Block):
     def landing_path(self) -> Path:
         """The landing folder as a path."""
         return Path(self.landing_dir)
-
-    @property
-    def data_path(self) -> Path:
-        """The snapshot store as a path."""
-        return Path(self.data_store)
 
     @property
     def model_path(self) -> Path:

@@ -328,6 +328,7 @@ def validate(
 
     from blocks.stores import ConveyorStores
     from tasks.data import Snapshot
+    from tasks.datastore import DataStore
     from tasks.files import sha256_file
     from tasks.quarantine import report_folder
     from tasks.statistics import find_reference
@@ -340,11 +341,10 @@ def validate(
     except OSError as error:
         _fail(f"cannot read {path}: {error.strerror or error}.", _UNREADABLE)
     stores = ConveyorStores.resolve()
+    data_store = DataStore.of(stores)
     with tempfile.TemporaryDirectory(prefix="conveyor-data-docs-") as docs:
-        report = check_batch(batch, find_reference(stores.model_path, stores.data_path), Path(docs))
-        report = write_report(
-            report.model_copy(update={"data_docs": docs}), report_folder(stores.data_path, batch.sha256)
-        )
+        report = check_batch(batch, find_reference(stores.model_path, data_store), Path(docs))
+        report = write_report(report.model_copy(update={"data_docs": docs}), report_folder(data_store, batch.sha256))
     outcome = {"passed": report.passed, "summary": report.summary(), "report": report.report_dir, **report.model_dump()}
     if not report.readable and not as_json:
         _fail(f"{report.summary()} Report: {report.report_dir}", _UNREADABLE)

@@ -14,6 +14,7 @@ from tasks.boosting import BoostingParams, evaluate_xgboost, train_xgboost
 from tasks.caching import copy_outputs, report_cache_use
 from tasks.cluster import ClusterSpec
 from tasks.data import snapshot_partition
+from tasks.datastore import DataStore
 from tasks.evaluation import Metrics, evaluate_model
 from tasks.training import TrainingParams, train_model
 from tasks.validation import require_valid, validate_snapshot
@@ -46,7 +47,7 @@ def train(
 ) -> TrainingRun:
     """Snapshot and validate a data file, train on it (DDP or xgboost.dask across Dask workers when asked), evaluate."""
     stores = ConveyorStores.resolve()
-    snapshot = snapshot_partition(Path(data), stores.data_path)
+    snapshot = snapshot_partition(Path(data), DataStore.of(stores))
     require_valid(validate_snapshot(snapshot))
     if family == "xgboost":
         boosted = train_xgboost(snapshot, boosting, cluster)

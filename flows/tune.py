@@ -15,6 +15,7 @@ from tasks.boosting import BoostingParams
 from tasks.caching import report_cache_use
 from tasks.cluster import ClusterSpec, task_runner
 from tasks.data import Snapshot, find_partition, find_snapshot, snapshot_partition
+from tasks.datastore import DataStore
 from tasks.evaluation import Metrics, compare_model_families, evaluate_model
 from tasks.training import TrainingParams, train_model
 from tasks.tuning import SearchSpace, Trial, TuningMetric, record_trials, run_trial
@@ -73,10 +74,11 @@ def tune(
 ) -> TuningResult:
     """Search XGBoost hyper-parameters with trials on Dask workers, record the best, optionally compare with torch."""
     stores = ConveyorStores.resolve()
+    data_store = DataStore.of(stores)
     if snapshot:
-        chosen = find_snapshot(stores.data_path, snapshot)
+        chosen = find_snapshot(data_store, snapshot)
     else:
-        chosen = snapshot_partition(Path(data) if data else find_partition(stores.landing_path), stores.data_path)
+        chosen = snapshot_partition(Path(data) if data else find_partition(stores.landing_path), data_store)
     require_valid(validate_snapshot(chosen))
     # Prefect types with_options for its default futures; DaskTaskRunner's futures are Dask's own.
     on_dask = run_trials.with_options(task_runner=task_runner(cluster))  # type: ignore[arg-type]

@@ -11,8 +11,9 @@ from pydantic import Field
 from blocks.stores import ConveyorStores
 from tasks.caching import report_cache_use
 from tasks.data import Snapshot, find_partition, find_snapshot, snapshot_partition
+from tasks.datastore import DataStore
 from tasks.files import FolderName
-from tasks.quarantine import quarantine_batch, report_folder
+from tasks.quarantine import keep_report, quarantine_batch, report_folder
 from tasks.statistics import find_training_reference
 from tasks.validation import announce_validation, inspect_landed_file, publish_report, require_valid, validate_snapshot
 
@@ -36,17 +37,20 @@ def validate(
 ) -> Snapshot:
     """Validate a batch with pandera and Great Expectations; snapshot it if valid, quarantine it if not."""
     stores = ConveyorStores.resolve()
+    data_store = DataStore.of(stores)
     if snapshot:
-        batch = find_snapshot(stores.data_path, snapshot)
+        batch = find_snapshot(data_store, snapshot)
     else:
         batch = inspect_landed_file(find_partition(stores.landing_path, day, partition), stores.landing_path)
-    report = validate_snapshot(batch, find_training_reference(stores.model_path, stores.data_path, model_name))
+    report = validate_snapshot(batch, find_training_reference(stores.model_path, data_store, model_name))
     if report.passed:
-        kept = batch if snapshot else snapshot_partition(Path(batch.path), stores.data_path)
-        folder = report_folder(stores.data_path, batch.sha256)
+        kept = batch if snapshot else snapshot_partition(Path(batch.path), data_store)
+        folder = report_folder(data_store, batch.sha256)
+        report = publish_report(report, folder)
+        keep_report(folder, data_store, batch.sha256)
     else:
-        kept, folder = batch, quarantine_batch(batch, stores.quarantine_path)
-    report = publish_report(report, folder)
+        kept = batch
+        report = publish_report(report, quarantine_batch(batch, stores.quarantine_path))
     if announce:
         announce_validation(kept, report)
     require_valid(report)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import shutil
 import zlib
 from pathlib import Path
 from typing import Annotated
@@ -12,8 +11,9 @@ from typing import Annotated
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from tasks.caching import Content, Descriptive, Location, cached_task, uncached_task
-from tasks.files import sha256_file, write_atomically
+from tasks.caching import Content, Descriptive, cached_task, uncached_task
+from tasks.datastore import DataStore
+from tasks.files import sha256_file
 from tasks.synthetic import PARTITION_PREFIX, partition_name
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -27,7 +27,9 @@ class Snapshot(BaseModel):
     """An immutable, content-addressed copy of one landed partition."""
 
     sha256: str = Field(description="SHA-256 of the partition's bytes; the snapshot's identity.")
-    path: Annotated[str, Content] = Field(description="Where the snapshot lives in the data store.")
+    path: Annotated[str, Content] = Field(
+        description="Where this host reads it: in the data store, or the local copy of an object store's snapshot."
+    )
     source: Annotated[str, Descriptive] = Field(description="The landed file it was first taken from.")
     size_bytes: int
 
@@ -64,12 +66,10 @@ def find_partition(landing_dir: Path, day: dt.date | None = None, partition: str
 
 
 @cached_task("Snapshot partition")
-def snapshot_partition(partition: Path, data_store: Annotated[Path, Location]) -> Snapshot:
+def snapshot_partition(partition: Path, data_store: DataStore) -> Snapshot:
     """Copy a partition into the data store under its content hash; identical bytes share one snapshot."""
     digest = sha256_file(partition)
-    target = snapshot_path(data_store, digest)
-    if not target.exists():
-        write_atomically(target, lambda tmp: shutil.copyfile(partition, tmp))
+    target = data_store.keep_file(partition, snapshot_key(digest))
     return Snapshot(sha256=digest, path=str(target), source=str(partition), size_bytes=target.stat().st_size)
 
 
@@ -79,20 +79,30 @@ def find_newest_partition(landing_dir: Path) -> Path | None:
     return newest_partition(landing_dir)
 
 
-def snapshot_path(data_store: Path, sha256: str) -> Path:
-    """Where the snapshot of these bytes lives in a data store."""
-    return data_store / "snapshots" / sha256[:2] / f"{sha256}.parquet"
+def snapshot_key(sha256: str) -> str:
+    """Where the snapshot of these bytes lives in a data store, relative to its root."""
+    return f"snapshots/{sha256[:2]}/{sha256}.parquet"
+
+
+def stored_snapshot(data_store: DataStore, sha256: str) -> Snapshot | None:
+    """The snapshot of that content hash, readable on this host; None when the store does not hold it."""
+    path = data_store.fetch_file(snapshot_key(sha256), sha256)
+    if path is None:
+        return None
+    return Snapshot(
+        sha256=sha256, path=str(path), source=data_store.url_of(snapshot_key(sha256)), size_bytes=path.stat().st_size
+    )
 
 
 @uncached_task("Find snapshot", why="looks up the data store")
-def find_snapshot(data_store: Path, sha256: str) -> Snapshot:
+def find_snapshot(data_store: DataStore, sha256: str) -> Snapshot:
     """Look a snapshot up by its content hash, e.g. one announced by a conveyor.validation.passed event."""
     if not _SHA256.fullmatch(sha256):
         raise ValueError(f"A snapshot is named by the 64 hex digits of its SHA-256; got {sha256!r}.")
-    path = snapshot_path(data_store, sha256)
-    if not path.is_file():
-        raise PartitionNotFoundError(f"No snapshot {sha256[:12]} in {data_store}.")
-    return Snapshot(sha256=sha256, path=str(path), source=str(path), size_bytes=path.stat().st_size)
+    found = stored_snapshot(data_store, sha256)
+    if found is None:
+        raise PartitionNotFoundError(f"No snapshot {sha256[:12]} in {data_store.url}.")
+    return found
 
 
 def read_snapshot(snapshot: Snapshot) -> pd.DataFrame:

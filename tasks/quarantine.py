@@ -10,6 +10,7 @@ from prefect import get_run_logger
 
 from tasks.caching import uncached_task
 from tasks.data import Snapshot
+from tasks.datastore import DataStore
 from tasks.files import sha256_file, write_atomically
 
 
@@ -18,9 +19,22 @@ def quarantine_folder(quarantine_dir: Path, sha256: str) -> Path:
     return quarantine_dir / sha256[:2] / sha256
 
 
-def report_folder(data_store: Path, sha256: str) -> Path:
-    """Where the validation report of a passing batch is kept in the data store."""
-    return data_store / "reports" / sha256[:2] / sha256
+def report_key(sha256: str) -> str:
+    """Where the validation report of a passing batch is kept in the data store, relative to its root."""
+    return f"reports/{sha256[:2]}/{sha256}"
+
+
+def report_folder(data_store: DataStore, sha256: str) -> Path:
+    """Where this host writes the report of a passing batch: in the data store, or on its way to an object store."""
+    return data_store.local_path(report_key(sha256))
+
+
+@uncached_task("Keep report in data store", why="writes to the data store")
+def keep_report(folder: Path, data_store: DataStore, sha256: str) -> str:
+    """Keep a passing batch's report beside its snapshot (an object store gets a copy); returns where it is."""
+    kept = data_store.keep_folder(folder, report_key(sha256))
+    get_run_logger().info("Validation report kept at %s", kept)
+    return kept
 
 
 def _holds(target: Path, sha256: str) -> bool:

@@ -15,7 +15,8 @@ from prefect import get_run_logger
 from pydantic import BaseModel
 
 from tasks.caching import uncached_task
-from tasks.data import Snapshot, read_snapshot, snapshot_path
+from tasks.data import Snapshot, read_snapshot, stored_snapshot
+from tasks.datastore import DataStore
 from tasks.files import write_text_atomically
 from tasks.modeling import NUMERIC_FEATURES
 from tasks.registry import MANIFEST, list_versions
@@ -35,16 +36,13 @@ class StatisticWarning(BaseModel):
     threshold: float
 
 
-def find_reference(model_store: Path, data_store: Path, model_name: str | None = None) -> Snapshot | None:
+def find_reference(model_store: Path, data_store: DataStore, model_name: str | None = None) -> Snapshot | None:
     """The data snapshot of the newest registered model version (of ``model_name``, or of any model)."""
     versions = list_versions(model_store, model_name)
     if not versions:
         return None
     newest = max(versions, key=lambda v: (Path(v.path) / MANIFEST).stat().st_mtime_ns)
-    path = snapshot_path(data_store, newest.data_sha256)
-    if not path.is_file():
-        return None
-    return Snapshot(sha256=newest.data_sha256, path=str(path), source=newest.path, size_bytes=path.stat().st_size)
+    return stored_snapshot(data_store, newest.data_sha256)
 
 
 class FeatureBins(BaseModel):
@@ -154,7 +152,7 @@ def statistic_warnings(
 
 
 @uncached_task("Find training reference", why="looks up the model store")
-def find_training_reference(model_store: Path, data_store: Path, model_name: str | None = None) -> Snapshot | None:
+def find_training_reference(model_store: Path, data_store: DataStore, model_name: str | None = None) -> Snapshot | None:
     """The snapshot the newest registered model was trained on: what new batches are compared with."""
     reference = find_reference(model_store, data_store, model_name)
     get_run_logger().info(

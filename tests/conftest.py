@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -38,10 +39,11 @@ from blocks.settings import ConveyorSettings, configure_prefect_env  # noqa: E40
 
 SETTINGS = configure_prefect_env()
 
-from blocks.stores import ConveyorStores  # noqa: E402
+from blocks.stores import ConveyorStores, S3Credentials  # noqa: E402
 from deployments import stack  # noqa: E402
 from tasks.boosting import BoostingParams  # noqa: E402
 from tasks.data import Snapshot, snapshot_partition  # noqa: E402
+from tasks.datastore import DataStore  # noqa: E402
 from tasks.edge import EdgeBundle, EdgeTarget, build_edge_bundle, check_edge_accuracy, quantize_for_edge  # noqa: E402
 from tasks.evaluation import evaluate_model  # noqa: E402
 from tasks.export import ParityThresholds, check_onnx_parity, export_onnx  # noqa: E402
@@ -81,15 +83,79 @@ def stores(prefect_server: str) -> ConveyorStores:
 
 
 @pytest.fixture(scope="session")
+def data_store(stores: ConveyorStores) -> DataStore:
+    """The data store the stores block configures (a folder of the session's state folder)."""
+    return DataStore.of(stores)
+
+
+class ObjectStore(NamedTuple):
+    """A real S3 API (moto's server, on loopback) with an empty bucket, and credentials for it."""
+
+    endpoint: str
+    bucket: str
+    credentials: S3Credentials
+
+    def client(self) -> Any:
+        """A boto3 client of the same API: what another tool (or person) sees in the bucket."""
+        import boto3
+
+        secret = self.credentials.secret_access_key.get_secret_value()
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.credentials.access_key_id,
+            aws_secret_access_key=secret, region_name=self.credentials.region_name,
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server in its own process on a free loopback port: the object store cannot exist here otherwise."""
+    port = _free_port()
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"{endpoint}/moto-api/", timeout=1)
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail(f"moto's S3 server did not answer on {endpoint}; see {log.name}")
+            time.sleep(0.2)
+    yield endpoint
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture
+def object_store(s3_server: str) -> ObjectStore:
+    """A fresh bucket on the S3 server, with credentials whose secret a test can look for in logs."""
+    credentials = S3Credentials(
+        access_key_id="conveyor-test",
+        secret_access_key=f"never-logged-{uuid.uuid4().hex}",
+        endpoint_url=s3_server,
+        region_name="us-east-1",
+    )
+    store = ObjectStore(endpoint=s3_server, bucket=f"conveyor-{uuid.uuid4().hex[:12]}", credentials=credentials)
+    store.client().create_bucket(Bucket=store.bucket)
+    return store
+
+
+@pytest.fixture(scope="session")
 def landed_partition(stores: ConveyorStores) -> Path:
     """A clean day of telemetry in the landing folder."""
     return write_partition(generate_telemetry(TRAINING_ROWS, SESSION_DAY), stores.landing_path, SESSION_DAY)
 
 
 @pytest.fixture(scope="session")
-def snapshot(landed_partition: Path, stores: ConveyorStores) -> Snapshot:
+def snapshot(landed_partition: Path, data_store: DataStore) -> Snapshot:
     """The content-addressed snapshot of the session's partition."""
-    return snapshot_partition(landed_partition, stores.data_path)
+    return snapshot_partition(landed_partition, data_store)
 
 
 @pytest.fixture(scope="session")

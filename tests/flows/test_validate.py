@@ -16,7 +16,8 @@ from prefect.client.schemas.objects import State
 from blocks.stores import ConveyorStores
 from flows.refit import refit
 from flows.validate import validate
-from tasks.data import Snapshot, snapshot_path
+from tasks.data import Snapshot, snapshot_key
+from tasks.datastore import DataStore
 from tasks.events import VALIDATION_FAILED, VALIDATION_PASSED
 from tasks.files import sha256_file
 from tasks.quarantine import quarantine_folder, report_folder
@@ -46,16 +47,16 @@ def _registry(stores: ConveyorStores) -> list[tuple[str, int]]:
 
 
 def test_clean_partition_passes_is_kept_and_announced_with_its_report(
-    landed_partition: Path, stores: ConveyorStores
+    landed_partition: Path, data_store: DataStore
 ) -> None:
     state = _validate(partition=landed_partition.name)
     assert state.is_completed(), state.message
     snapshot = state.result()
     assert isinstance(snapshot, Snapshot)
     assert snapshot.sha256 == sha256_file(landed_partition)
-    assert Path(snapshot.path) == snapshot_path(stores.data_path, snapshot.sha256)
+    assert Path(snapshot.path) == data_store.local_path(snapshot_key(snapshot.sha256))
     assert landed_partition.is_file()  # a good batch stays where it landed
-    reports = report_folder(stores.data_path, snapshot.sha256)
+    reports = report_folder(data_store, snapshot.sha256)
     assert json.loads((reports / "report.json").read_text())["violations"] == []
     assert (reports / "data-docs" / "index.html").is_file()
     artifacts = flow_run_artifacts(str(state.state_details.flow_run_id))
@@ -84,7 +85,7 @@ def test_corrupt_partition_is_quarantined_and_announced_with_why(stores: Conveyo
 
 
 def test_every_bad_batch_is_quarantined_and_never_trained_on(
-    bad_batch: tuple[str, Path, str | None], stores: ConveyorStores
+    bad_batch: tuple[str, Path, str | None], stores: ConveyorStores, data_store: DataStore
 ) -> None:
     name, made, expected = bad_batch
     landed = stores.landing_path / made.name
@@ -99,7 +100,7 @@ def test_every_bad_batch_is_quarantined_and_never_trained_on(
     assert sha256_file(kept / landed.name) == digest  # moved, byte for byte, never deleted
     report = json.loads((kept / "report.json").read_text())
     assert expected is None or any(expected in f"{v['check']} on {v['column']}" for v in report["violations"])
-    assert not snapshot_path(stores.data_path, digest).exists()
+    assert not data_store.local_path(snapshot_key(digest)).exists()
     assert _registry(stores) == before
 
 

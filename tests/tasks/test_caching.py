@@ -20,6 +20,7 @@ from prefect.settings import get_current_settings
 
 from tasks.caching import Decision, cached_task, code_fingerprint, decisions_of, explain_table, prune_cache
 from tasks.data import Snapshot, snapshot_partition
+from tasks.datastore import DataStore
 from tasks.training import train_model
 from tasks.validation import validate_snapshot
 from tests.conftest import run_cli
@@ -35,7 +36,7 @@ def read_slowly(path: Path, seconds: float) -> int:
 @flow(name="snapshot-twice")
 def snapshot_each(partitions: list[str], data_store: str, force_recompute: bool = False) -> list[State]:
     """Snapshot each file, one task run per file."""
-    return [snapshot_partition(Path(p), Path(data_store), return_state=True) for p in partitions]
+    return [snapshot_partition(Path(p), DataStore(url=data_store), return_state=True) for p in partitions]
 
 
 def _run(partitions: list[Path], store: Path, force_recompute: bool = False) -> tuple[list[State], list[Decision]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tasks.data import PartitionNotFoundError, find_partition, snapshot_partition, split_holdout
+from tasks.datastore import DataStore
 from tasks.synthetic import generate_telemetry, write_partition
 
 
@@ -44,8 +45,9 @@ def test_same_bytes_under_another_name_share_one_snapshot(landing: Path, tmp_pat
     copy = tmp_path / "elsewhere" / "renamed.parquet"
     copy.parent.mkdir()
     shutil.copyfile(original, copy)
-    first = snapshot_partition.fn(original, tmp_path / "store")
-    second = snapshot_partition.fn(copy, tmp_path / "store")
+    store = DataStore(url=str(tmp_path / "store"))
+    first = snapshot_partition.fn(original, store)
+    second = snapshot_partition.fn(copy, store)
     assert first.sha256 == second.sha256
     assert first.path == second.path
     assert len(list((tmp_path / "store").rglob("*.parquet"))) == 1
@@ -57,9 +59,8 @@ def test_one_changed_byte_makes_a_new_snapshot(landing: Path, tmp_path: Path) ->
     data = bytearray(original.read_bytes())
     data[len(data) // 2] ^= 0xFF
     changed.write_bytes(bytes(data))
-    assert (
-        snapshot_partition.fn(original, tmp_path / "s").sha256 != snapshot_partition.fn(changed, tmp_path / "s").sha256
-    )
+    store = DataStore(url=str(tmp_path / "s"))
+    assert snapshot_partition.fn(original, store).sha256 != snapshot_partition.fn(changed, store).sha256
 
 
 def test_holdout_keeps_each_machine_on_one_side() -> None:

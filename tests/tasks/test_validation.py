@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from tasks.data import Snapshot, snapshot_partition
+from tasks.datastore import DataStore
 from tasks.synthetic import Corruption, generate_telemetry, write_partition
 from tasks.validation import DataValidationError, require_valid, validate_snapshot
 
@@ -16,7 +17,9 @@ DAY = dt.date(2026, 4, 1)
 
 
 def _snapshot_of(frame: pd.DataFrame, tmp_path: Path) -> Snapshot:
-    return snapshot_partition.fn(write_partition(frame, tmp_path / "landing", DAY), tmp_path / "store")
+    return snapshot_partition.fn(
+        write_partition(frame, tmp_path / "landing", DAY), DataStore(url=str(tmp_path / "store"))
+    )
 
 
 def _gate(snapshot: Snapshot) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.data import Snapshot
+from tasks.datastore import DataStore
 from tasks.expectations import load_suite
 from tasks.files import sha256_file
 from tasks.statistics import find_reference, population_stability, profile_frame, statistic_warnings
@@ -47,7 +48,7 @@ def test_null_share_above_the_reference_is_reported() -> None:
 
 
 def test_without_a_registered_model_there_is_no_reference(tmp_path: Path) -> None:
-    assert find_reference(tmp_path / "models", tmp_path / "data") is None
+    assert find_reference(tmp_path / "models", DataStore(url=str(tmp_path / "data"))) is None
 
 
 def test_great_expectations_suite_and_pandera_schema_agree_on_every_range() -> None:
