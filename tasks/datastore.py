@@ -9,6 +9,8 @@ the task cache hashes that file like any other.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +30,10 @@ class CorruptStoreObjectError(ValueError):
     """An object in the data store does not hold the bytes its content-addressed name promises."""
 
 
+class DataStoreUnavailableError(OSError):
+    """The object store could not be reached or refused the request."""
+
+
 class DataStore(BaseModel):
     """Where snapshots and reports are kept: a folder, or an object store read through local copies."""
 
@@ -42,9 +48,16 @@ class DataStore(BaseModel):
         """The data store a stores block configures."""
         return cls(url=stores.data_store, credentials=stores.data_store_credentials)
 
-    def _filesystem(self) -> tuple[AbstractFileSystem, str]:
+    @contextmanager
+    def _remote(self) -> Iterator[tuple[AbstractFileSystem, str]]:
+        """The object store's filesystem and root; a failure to use it becomes one sentence naming the store."""
         options = self.credentials.storage_options() if self.credentials else {}
-        return url_to_fs(self.url, **options)
+        try:
+            yield url_to_fs(self.url, **options)
+        except CorruptStoreObjectError:
+            raise
+        except Exception as error:  # each fsspec backend raises its own client library's errors
+            raise DataStoreUnavailableError(f"The data store {self.url} could not be used: {error}") from error
 
     @property
     def is_local(self) -> bool:
@@ -67,9 +80,9 @@ class DataStore(BaseModel):
         if not local.is_file():
             write_atomically(local, lambda tmp: shutil.copyfile(source, tmp))
         if not self.is_local:
-            fs, root = self._filesystem()
-            if not fs.exists(f"{root}/{relative}"):
-                fs.put_file(str(local), f"{root}/{relative}")  # an object appears whole when its upload completes
+            with self._remote() as (fs, root):
+                if not fs.exists(f"{root}/{relative}"):
+                    fs.put_file(str(local), f"{root}/{relative}")  # an object appears whole when its upload completes
         return local
 
     def fetch_file(self, relative: str, sha256: str) -> Path | None:
@@ -79,25 +92,25 @@ class DataStore(BaseModel):
             return local
         if self.is_local:
             return None
-        fs, root = self._filesystem()
-        remote = f"{root}/{relative}"
-        if not fs.exists(remote):
-            return None
+        with self._remote() as (fs, root):
+            remote = f"{root}/{relative}"
+            if not fs.exists(remote):
+                return None
 
-        def download(tmp: Path) -> None:
-            fs.get_file(remote, str(tmp))
-            if (found := sha256_file(tmp)) != sha256:
-                raise CorruptStoreObjectError(
-                    f"{self.url_of(relative)} holds bytes with SHA-256 {found[:12]}, not {sha256[:12]}; "
-                    "it was overwritten outside Conveyor and is not used."
-                )
+            def download(tmp: Path) -> None:
+                fs.get_file(remote, str(tmp))
+                if (found := sha256_file(tmp)) != sha256:
+                    raise CorruptStoreObjectError(
+                        f"{self.url_of(relative)} holds bytes with SHA-256 {found[:12]}, not {sha256[:12]}; "
+                        "it was overwritten outside Conveyor and is not used."
+                    )
 
-        return write_atomically(local, download)
+            return write_atomically(local, download)
 
     def keep_folder(self, folder: Path, relative: str) -> str:
         """Copy a folder written on this host into the store as ``relative`` (nothing to do when local); its URL."""
         if not self.is_local:
-            fs, root = self._filesystem()
-            for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-                fs.put_file(str(file), f"{root}/{relative}/{file.relative_to(folder).as_posix()}")
+            with self._remote() as (fs, root):
+                for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+                    fs.put_file(str(file), f"{root}/{relative}/{file.relative_to(folder).as_posix()}")
         return self.url_of(relative)

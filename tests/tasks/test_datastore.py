@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tasks.data import find_snapshot, snapshot_key, snapshot_partition
-from tasks.datastore import CorruptStoreObjectError, DataStore
+from tasks.datastore import CorruptStoreObjectError, DataStore, DataStoreUnavailableError
 from tasks.synthetic import generate_telemetry, write_partition
 from tests.conftest import ObjectStore
 
@@ -78,3 +78,13 @@ def test_an_object_overwritten_outside_conveyor_is_refused_and_not_copied(
 def test_a_snapshot_the_store_lacks_is_reported_missing(on_s3: DataStore) -> None:
     with pytest.raises(FileNotFoundError, match=f"No snapshot {'ab' * 6} in s3://"):
         find_snapshot.fn(on_s3, "ab" * 32)
+
+
+def test_an_unreachable_store_fails_in_one_sentence_that_names_it_and_not_the_secret(
+    partition: Path, object_store: ObjectStore
+) -> None:
+    closed = object_store.credentials.model_copy(update={"endpoint_url": "http://127.0.0.1:9"})
+    unreachable = DataStore(url=f"s3://{object_store.bucket}/conveyor", credentials=closed)
+    with pytest.raises(DataStoreUnavailableError, match=f"The data store {unreachable.url} could not be used") as error:
+        snapshot_partition.fn(partition, unreachable)
+    assert object_store.credentials.secret_access_key.get_secret_value() not in str(error.value)
