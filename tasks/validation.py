@@ -1,8 +1,9 @@
 """Data contract of landed telemetry, enforced with pandera and Great Expectations before anything trains on it.
 
 Each engine checks the whole contract; a batch passes only when both pass. The contract is TelemetrySchema; pandera
-runs it through its polars backend (derived from the model: same columns, checks and options) on the batch's arrow
-buffers, and through its pandas backend wherever a pandas frame is given. What each engine cannot express:
+runs it through its polars backend (derived from the model: same columns, checks and options; the unique key by a
+faster check of the same verdict) on the batch's arrow buffers, and through its pandas backend wherever a pandas frame
+is given. What each engine cannot express:
 - Great Expectations (tasks/contracts/telemetry.json): timestamps increasing per machine (no grouped expectations),
   and the dtype of string columns (pandas 3's ``str`` dtype matches no GX type name; they are checked by value).
 - pandera: everything here, but it renders no HTML; the Data Docs written next to each report come from GX.
