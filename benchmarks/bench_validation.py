@@ -5,7 +5,8 @@ this process, best of --repeat interleaved runs, by pandera's pandas backend (th
 (what the task uses) and Great Expectations, all on the same contract, and by the whole "Validate snapshot" work
 (read, both engines, statistics against a reference whose profile is kept beside it, Data Docs). "whole, 1st run" is
 the first run against a new reference, which also computes that profile.
-Goals: pandera >= 5 M rows/s on the full schema; the whole step within 2x of pandera.
+Goals: pandera >= 5 M rows/s on the full schema; the whole step within 2x of pandera. The machine's load average is
+printed with the figures: on a shared machine they move with it. Figures measured here are in README.md.
 Run: .venv/bin/python -m benchmarks.bench_validation [--rows 1000000 10000000] [--repeat 3]
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,6 +36,10 @@ def _seconds(call: Callable[[], object]) -> float:
     start = time.perf_counter()
     call()
     return time.perf_counter() - start
+
+
+def _load(averages: tuple[float, float, float]) -> str:
+    return ", ".join(f"{a:.2f}" for a in averages)
 
 
 def _batch(rows: int, folder: Path, day: dt.date) -> Snapshot:
@@ -72,8 +78,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="best of this many interleaved runs")
     args = parser.parse_args()
     run_suite(generate_telemetry(96, dt.date(2026, 1, 1)), latest_allowed_timestamp())  # warm-up: GX imports
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-validation-") as tmp:
         results = {rows: _measure(rows, Path(tmp), args.repeat) for rows in args.rows}
+    # On a shared machine the figures move with what else runs: print the load they were taken under.
+    print(f"load average (1, 5, 15 min): {_load(load_before)} before, {_load(os.getloadavg())} after")
     print(f"{'rows/s':<20}" + "".join(f"{rows:>16,}" for rows in results))
     for column in _COLUMNS:
         print(f"{column:<20}" + "".join(f"{rows / s[column]:>16,.0f}" for rows, s in results.items()))
