@@ -37,9 +37,17 @@ def stores_on_s3(stores: ConveyorStores, object_store: ObjectStore) -> Iterator[
     stores.save(DEFAULT_BLOCK_NAME, overwrite=True)
 
 
-def _validate(partition: Path) -> State:
+@pytest.fixture
+def landed(stores_on_s3: ConveyorStores) -> Path:
+    """A clean partition in the landing folder."""
+    return write_partition(generate_telemetry(2_000, DAY), stores_on_s3.landing_path, DAY)
+
+
+def _validated(partition: Path) -> State:
+    """Run the validate flow on a landed partition; it must complete."""
     state = validate(partition=partition.name, announce=False, return_state=True)
     assert isinstance(state, State)
+    assert state.is_completed(), state.message
     return state
 
 
@@ -50,30 +58,22 @@ def _logged(flow_run_id: str) -> str:
 
 
 def test_a_valid_batch_and_its_report_are_kept_in_the_bucket_and_a_rerun_hits_the_cache(
-    stores_on_s3: ConveyorStores, object_store: ObjectStore
+    landed: Path, object_store: ObjectStore
 ) -> None:
-    landed = write_partition(generate_telemetry(2_000, DAY), stores_on_s3.landing_path, DAY)
-    first = _validate(landed)
-    assert first.is_completed(), first.message
-    snapshot = first.result()
+    snapshot = _validated(landed).result()
     assert isinstance(snapshot, Snapshot)
     keys = {o["Key"] for o in object_store.client().list_objects_v2(Bucket=object_store.bucket)["Contents"]}
     assert f"conveyor/{snapshot_key(snapshot.sha256)}" in keys
     report = f"conveyor/{report_key(snapshot.sha256)}"
     assert {f"{report}/report.md", f"{report}/report.json", f"{report}/data-docs/index.html"} <= keys
 
-    again = _validate(landed)
-    assert again.is_completed(), again.message
+    again = _validated(landed)
     outcomes = {d.task: d.outcome for d in decisions_of(str(again.state_details.flow_run_id))}
     assert outcomes["Snapshot partition"] == outcomes["Validate snapshot"] == "hit"
 
 
-def test_the_object_store_secret_never_reaches_the_logs_or_the_api(
-    stores_on_s3: ConveyorStores, object_store: ObjectStore
-) -> None:
-    landed = write_partition(generate_telemetry(2_000, DAY), stores_on_s3.landing_path, DAY)
-    state = _validate(landed)
-    assert state.is_completed(), state.message
+def test_the_object_store_secret_never_reaches_the_logs_or_the_api(landed: Path, object_store: ObjectStore) -> None:
+    state = _validated(landed)
     secret = object_store.credentials.secret_access_key.get_secret_value()
     assert "Validation report kept at s3://" in _logged(str(state.state_details.flow_run_id))
     assert secret not in _logged(str(state.state_details.flow_run_id))
