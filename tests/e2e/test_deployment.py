@@ -97,7 +97,9 @@ def _gone(pid: int) -> bool:
 def test_down_stops_the_watcher_and_up_brings_it_back(stack_up: dict[str, object]) -> None:
     watcher = stack.watcher_pid(SETTINGS)
     assert watcher is not None
-    stack.stop_all(SETTINGS, keep_server=True)
+    # Runs the watcher's events started may still be going: cancel them first, or a killed refit keeps its
+    # concurrency slot until the slot's lease expires, and the next refit waits for it.
+    quiesce_stack()
     assert stack.watcher_pid(SETTINGS) is None
     assert _gone(watcher)
     again = run_cli("up", "--json")
@@ -106,9 +108,7 @@ def test_down_stops_the_watcher_and_up_brings_it_back(stack_up: dict[str, object
 
 
 def test_failed_run_exits_non_zero_with_the_reason(stack_up: dict[str, object]) -> None:
-    # refit/default runs one at a time. Under load the SQLite server can lose the release of a finished run's
-    # slot ("database is locked"); the slot then frees when its 300 s lease expires, so allow for that wait.
-    result = run_cli("run", "refit/default", "-p", "day=2020-01-01", timeout=540)
+    result = run_cli("run", "refit/default", "-p", "day=2020-01-01", timeout=300)
     assert result.returncode == 1
     assert "FAILED" in result.stdout
     assert "No landed partition at" in result.stdout
