@@ -60,11 +60,15 @@ def on_config(config: Any) -> Any:
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     """Replace each marker that stands on a line of its own with the reference it names."""
-    for marker, render in ((SETTINGS_MARKER, settings_reference), (CLI_MARKER, cli_reference), (EVENTS_MARKER, events_reference)):
+    for marker, render in (
+        (SETTINGS_MARKER, settings_reference),
+        (CLI_MARKER, cli_reference),
+        (EVENTS_MARKER, events_reference),
+    ):
         pattern = re.compile(rf"^[ \t]*{re.escape(marker)}[ \t]*$", re.MULTILINE)
         if pattern.search(markdown):
             text = render()
-            markdown = pattern.sub(lambda _: text, markdown)
+            markdown = pattern.sub(lambda _match, text=text: text, markdown)
     return markdown
 
 
@@ -104,8 +108,9 @@ def _load(module: str, name: str) -> Any:
 
 
 def _cell(text: str) -> str:
-    """Text safe inside a markdown table cell."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """Text safe inside a markdown table cell: one line, pipes escaped outside code spans (inside, they are literal)."""
+    parts = " ".join(str(text).split()).split("`")
+    return "`".join(part if i % 2 else part.replace("|", "\\|") for i, part in enumerate(parts))
 
 
 def _type_name(annotation: Any) -> str:
@@ -185,7 +190,7 @@ def _env_name(field_name: str, field: Any, prefix: str) -> str:
     return (alias or f"{prefix}{field_name}").upper()
 
 
-def _settings_rows(model: type, prefix: str, delimiter: str | None, title: str, level: int) -> list[str]:
+def _settings_rows(model: type, prefix: str, delimiter: str | None, level: int) -> list[str]:
     from pydantic_core import PydanticUndefined
 
     rows = ["| Variable | Type | Default | Description |", "|---|---|---|---|"]
@@ -199,18 +204,21 @@ def _settings_rows(model: type, prefix: str, delimiter: str | None, title: str, 
             description = field.description or (group.__doc__ or "").strip().split("\n\n")[0]
             if delimiter:
                 sub_prefix = f"{prefix}{name}{delimiter}"
-                how = f"Variables `{sub_prefix.upper()}<NAME>`, or the whole group as JSON in `{(prefix + name).upper()}`."
+                how = (
+                    f"Variables `{sub_prefix.upper()}<NAME>`, "
+                    f"or the whole group as JSON in `{(prefix + name).upper()}`."
+                )
             else:
                 sub_prefix = ""
                 how = f"The whole group is one JSON object in `{(prefix + name).upper()}`; its keys are below."
-            body = _settings_rows(group, sub_prefix, delimiter, name, level + 1)
+            body = _settings_rows(group, sub_prefix, delimiter, level + 1)
             groups.extend(["", heading, "", _cell(description), "", how, "", *body])
             continue
         env = _env_name(name, field, prefix) if prefix else name
         default = _field_default(field)
         shown_default = "required" if default is PydanticUndefined else _default_text(default)
         rows.append(
-            f"| `{env}` | `{_cell(_type_name(field.annotation))}` | {_cell(shown_default)} "
+            f"| `{env}` | {_cell(f'`{_type_name(field.annotation)}`')} | {_cell(shown_default)} "
             f"| {_cell(field.description or '')} |"
         )
     if len(rows) == 2:
@@ -231,7 +239,7 @@ def settings_reference() -> str:
         + (f"; nested delimiter: `{delimiter}`" if delimiter else "")
         + f"; names are {'case-sensitive' if config.get('case_sensitive') else 'case-insensitive'}.",
         "",
-        *_settings_rows(settings, prefix, delimiter, "", 3),
+        *_settings_rows(settings, prefix, delimiter, 3),
         "",
     ]
     return "\n".join(lines)
@@ -299,7 +307,7 @@ def _render_command(command: Any, ctx: Any, level: int) -> list[str]:
             names, help_text = _help_record(param, ctx)
             if getattr(param, "multiple", False) and "repeatable" not in help_text:
                 help_text += " (repeatable)"
-            lines.append(f"| `{_cell(names)}` | {_cell(help_text)} |")
+            lines.append(f"| {_cell(f'`{names}`')} | {_cell(help_text)} |")
         lines.append("")
     if _is_group(command):
         for name, sub in _subcommands(command, ctx):
@@ -310,6 +318,8 @@ def _render_command(command: Any, ctx: Any, level: int) -> list[str]:
 def cli_reference() -> str:
     """Every command of the Typer app, from the click objects it builds."""
     app = _load(CLI_MODULE, CLI_OBJECT)
+    if isinstance(app, types.ModuleType):  # conveyor.cli does not re-export the app: take it from conveyor.cli.app
+        app = getattr(app, CLI_OBJECT, None)
     import typer.main
 
     if not isinstance(app, typer.Typer):
@@ -354,5 +364,12 @@ def events_reference() -> str:
     if not docstring:
         raise GeneratedReferenceError(f"docs/hooks/reference.py: {EVENTS_MODULE} has no docstring.")
     return "\n".join(
-        [f"<!-- generated from the docstring of {EVENTS_MODULE} by docs/hooks/reference.py -->", "", "```text", docstring, "```", ""]
+        [
+            f"<!-- generated from the docstring of {EVENTS_MODULE} by docs/hooks/reference.py -->",
+            "",
+            "```text",
+            docstring,
+            "```",
+            "",
+        ]
     )
