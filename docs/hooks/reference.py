@@ -8,6 +8,10 @@ A page asks for a generated section with an HTML comment on a line of its own:
   help, arguments and options, read from the click objects Typer builds;
 - ``<!-- events-reference -->``: the event vocabulary, the docstring of ``conveyor.events`` (read, not imported).
 
+Anywhere in a page, ``{{ env("stores.landing_dir") }}`` becomes the environment variable of that setting (its path
+in the settings model, groups first), e.g. ``CONVEYOR_STORES__LANDING_DIR``; a path the model does not have fails
+the build, so prose cannot name a variable that no longer exists.
+
 The code is imported lazily, on the first page that needs it, from ``src/`` beside ``mkdocs.yml`` (or wherever
 ``conveyor`` is installed). If it cannot be imported the build fails: a reference page is never left stale or empty.
 """
@@ -32,13 +36,15 @@ from typing import Any
 SETTINGS_MARKER = "<!-- settings-reference -->"
 CLI_MARKER = "<!-- cli-reference -->"
 EVENTS_MARKER = "<!-- events-reference -->"
+ENV_PATTERN = re.compile(r"""\{\{\s*env\(\s*["']([A-Za-z0-9_.]+)["']\s*\)\s*\}\}""")
 
 SETTINGS_MODULE, SETTINGS_CLASS = "conveyor.settings", "ConveyorSettings"
 CLI_MODULE, CLI_OBJECT = "conveyor.cli", "app"
 EVENTS_MODULE = "conveyor.events"
 CLI_NAME = "conveyor"
 
-_repo_root: Path | None = None
+_repo_root: Path | None = None  # where mkdocs.yml is
+_project_dir: Path | None = None  # the settings module's PROJECT_DIR: defaults under it are shown as <checkout>
 
 
 class GeneratedReferenceError(RuntimeError):
@@ -69,7 +75,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         if pattern.search(markdown):
             text = render()
             markdown = pattern.sub(lambda _match, text=text: text, markdown)
-    return markdown
+    return ENV_PATTERN.sub(lambda match: env_variable(match.group(1), page.file.src_uri), markdown)
 
 
 # --------------------------------------------------------------------------------------------------- importing
@@ -108,9 +114,14 @@ def _load(module: str, name: str) -> Any:
 
 
 def _cell(text: str) -> str:
-    """Text safe inside a markdown table cell: one line, pipes escaped outside code spans (inside, they are literal)."""
+    """Text safe in a markdown table cell: one line; outside code spans, pipes escaped and ``<>`` as entities."""
     parts = " ".join(str(text).split()).split("`")
-    return "`".join(part if i % 2 else part.replace("|", "\\|") for i, part in enumerate(parts))
+    return "`".join(part if i % 2 else _escape(part).replace("|", "\\|") for i, part in enumerate(parts))
+
+
+def _escape(text: str) -> str:
+    """Plain text that markdown must not read as HTML (``<state dir>`` is not a tag)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _type_name(annotation: Any) -> str:
@@ -135,7 +146,7 @@ def _type_name(annotation: Any) -> str:
 
 def _shown_path(value: str) -> str:
     """Defaults anchored to the checkout are shown as ``<checkout>/…``, not as this machine's path."""
-    roots = [r for r in (_repo_root, Path.cwd()) if r is not None]
+    roots = [r for r in (_project_dir, _repo_root) if r is not None]
     for root in roots:
         root_text = str(root)
         if value == root_text:
@@ -190,10 +201,32 @@ def _env_name(field_name: str, field: Any, prefix: str) -> str:
     return (alias or f"{prefix}{field_name}").upper()
 
 
+def _group_env(parent_prefix: str, parent_delimiter: str | None, name: str, group: type) -> tuple[str, str | None, str]:
+    """How a nested group's settings are read: (variable prefix, nested delimiter, a sentence saying so).
+
+    A group that is itself a ``BaseSettings`` reads its fields from its own ``env_prefix`` (as Prefect's setting groups
+    do); a plain model's fields are ``<PREFIX><GROUP><delimiter><NAME>`` when the parent has a nested delimiter; the
+    prefix is empty when a field has no variable of its own (only the whole group, as JSON).
+    """
+    from pydantic_settings import BaseSettings
+
+    whole = f"`{(parent_prefix + name).upper()}`" if parent_prefix else None
+    as_json = f" The whole group can also be given as JSON in {whole}." if whole else ""
+    if issubclass(group, BaseSettings):
+        config = group.model_config
+        prefix = config.get("env_prefix", "") or ""
+        delimiter = config.get("env_nested_delimiter") or None
+        return prefix, delimiter, f"Each setting of this group reads its own variable, below.{as_json}"
+    if parent_delimiter and parent_prefix:
+        prefix = f"{parent_prefix}{name}{parent_delimiter}"
+        return prefix, parent_delimiter, f"Variables `{prefix.upper()}<NAME>`.{as_json}"
+    return "", None, f"These settings have no variables of their own.{as_json}"
+
+
 def _settings_rows(model: type, prefix: str, delimiter: str | None, level: int) -> list[str]:
     from pydantic_core import PydanticUndefined
 
-    rows = ["| Variable | Type | Default | Description |", "|---|---|---|---|"]
+    rows = [f"| {'Variable' if prefix else 'Key'} | Type | Default | Description |", "|---|---|---|---|"]
     groups: list[str] = []
     for name, field in model.model_fields.items():  # type: ignore[attr-defined]
         if field.exclude:
@@ -202,16 +235,8 @@ def _settings_rows(model: type, prefix: str, delimiter: str | None, level: int) 
         if group is not None:
             heading = "#" * level + f" {field.title or name.replace('_', ' ').capitalize()}"
             description = field.description or (group.__doc__ or "").strip().split("\n\n")[0]
-            if delimiter:
-                sub_prefix = f"{prefix}{name}{delimiter}"
-                how = (
-                    f"Variables `{sub_prefix.upper()}<NAME>`, "
-                    f"or the whole group as JSON in `{(prefix + name).upper()}`."
-                )
-            else:
-                sub_prefix = ""
-                how = f"The whole group is one JSON object in `{(prefix + name).upper()}`; its keys are below."
-            body = _settings_rows(group, sub_prefix, delimiter, level + 1)
+            sub_prefix, sub_delimiter, how = _group_env(prefix, delimiter, name, group)
+            body = _settings_rows(group, sub_prefix, sub_delimiter, level + 1)
             groups.extend(["", heading, "", _cell(description), "", how, "", *body])
             continue
         env = _env_name(name, field, prefix) if prefix else name
@@ -228,7 +253,10 @@ def _settings_rows(model: type, prefix: str, delimiter: str | None, level: int) 
 
 def settings_reference() -> str:
     """Every setting, grouped as the settings model nests them."""
+    global _project_dir
     settings = _load(SETTINGS_MODULE, SETTINGS_CLASS)
+    project_dir = getattr(sys.modules.get(SETTINGS_MODULE), "PROJECT_DIR", None)
+    _project_dir = Path(project_dir) if project_dir else None
     config = settings.model_config
     prefix = config.get("env_prefix", "") or ""
     delimiter = config.get("env_nested_delimiter") or None
@@ -243,6 +271,34 @@ def settings_reference() -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def env_variable(path: str, where: str = "") -> str:
+    """The environment variable of a setting, by its dotted path in the settings model (``stores.landing_dir``)."""
+    model: Any = _load(SETTINGS_MODULE, SETTINGS_CLASS)
+    prefix = model.model_config.get("env_prefix", "") or ""
+    delimiter = model.model_config.get("env_nested_delimiter") or None
+    parts = path.split(".")
+    for index, part in enumerate(parts):
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            raise GeneratedReferenceError(
+                f"docs/{where}: env({path!r}) names no setting of {SETTINGS_MODULE}.{SETTINGS_CLASS} "
+                f"({part!r} is not one of {', '.join(fields) or 'no fields'})."
+            )
+        field = fields[part]
+        group = _model_class(field.annotation)
+        if index == len(parts) - 1:
+            if group is not None:
+                raise GeneratedReferenceError(f"docs/{where}: env({path!r}) is a group of settings, not a setting.")
+            if not prefix:
+                raise GeneratedReferenceError(f"docs/{where}: env({path!r}): this setting has no variable of its own.")
+            return _env_name(part, field, prefix)
+        if group is None:
+            raise GeneratedReferenceError(f"docs/{where}: env({path!r}): {part!r} is not a group of settings.")
+        prefix, delimiter, _ = _group_env(prefix, delimiter, part, group)
+        model = group
+    raise GeneratedReferenceError(f"docs/{where}: env({path!r}) is empty.")
 
 
 # --------------------------------------------------------------------------------------------------- CLI
