@@ -3,15 +3,31 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# uv installs uv.lock exactly (no resolution at install time). Pinned by version and by the hash
+# of its Linux x86_64 wheel on PyPI (the lock covers Linux x86_64 only; see [tool.uv] in pyproject.toml).
+UV_VERSION := 0.13.9
+UV_SHA256 := d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19
+UV := $(BIN)/uv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install demo down status lint test test-fast clean
+.PHONY: install lock-check demo down status lint test test-fast clean
 
-$(INSTALLED): pyproject.toml
+$(UV): Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -qq -e '.[dev]'
+	echo 'uv==$(UV_VERSION) --hash=sha256:$(UV_SHA256)' > $(VENV)/uv-requirements.txt
+	$(BIN)/pip install --require-hashes --no-deps -r $(VENV)/uv-requirements.txt
+	touch $@
+
+# Exactly the locked set: the project editable, its dependencies and the dev extra (all extras).
+$(INSTALLED): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --all-extras
 	touch $@
 
 install: $(INSTALLED)
+
+# Fails when pyproject.toml changed and uv.lock was not updated (`uv lock`). Offline: it reads only the lock.
+lock-check: $(UV)
+	@$(UV) lock --check --offline || { echo "uv.lock does not match pyproject.toml: run '$(UV) lock' and commit uv.lock." >&2; exit 1; }
 
 demo: install  ## bring the local stack up and run the refit pipeline once
 	$(BIN)/conveyor demo
@@ -22,7 +38,7 @@ down:  ## stop exactly what `make demo` started
 status: install
 	$(BIN)/conveyor status
 
-lint: install
+lint: lock-check install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -29,10 +29,10 @@ from collections.abc import Callable  # noqa: E402
 
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
-from blocks.stores import ConveyorStores  # noqa: E402
-from flows.refit import refit  # noqa: E402
-from tasks.hashing import StatCache, hash_file_bytes  # noqa: E402
-from tasks.synthetic import generate_telemetry, write_partition  # noqa: E402
+from conveyor.blocks import ConveyorStores  # noqa: E402
+from conveyor.data.synthetic import generate_telemetry, write_partition  # noqa: E402
+from conveyor.flows.refit import refit  # noqa: E402
+from conveyor.io.hashing import StatCache, hash_file_bytes  # noqa: E402
 
 _AN_HOUR_NS = 3_600_000_000_000
 

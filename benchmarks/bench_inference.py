@@ -19,10 +19,10 @@ import onnx
 import pandas as pd
 import torch
 
-from tasks.edge import quantize_model
-from tasks.export import onnx_inputs, onnx_run, onnx_session, to_onnx
-from tasks.modeling import FailureModel, encode_features
-from tasks.synthetic import generate_telemetry
+from conveyor.data.synthetic import generate_telemetry
+from conveyor.export.edge import quantize_model
+from conveyor.export.onnx import onnx_inputs, onnx_run, onnx_session, to_onnx
+from conveyor.models.mlp import FailureModel, encode_features
 
 LATENCY_CALLS = 2_000
 THROUGHPUT_CALLS = 200

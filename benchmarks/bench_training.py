@@ -37,12 +37,12 @@ from prefect.testing.utilities import prefect_test_harness
 # Every attempt trains: none may be served from the task cache.
 os.environ["CONVEYOR_FORCE_RECOMPUTE"] = "1"
 
-from tasks.boosting import BoostingParams, fit_booster, train_xgboost
-from tasks.cluster import ClusterSpec
-from tasks.data import snapshot_partition
-from tasks.datastore import DataStore
-from tasks.synthetic import generate_telemetry, write_partition
-from tasks.training import TrainingParams, train_model, train_rank
+from conveyor.data.snapshots import snapshot_partition
+from conveyor.data.store import DataStore
+from conveyor.data.synthetic import generate_telemetry, write_partition
+from conveyor.models.boosting import BoostingParams, fit_booster, train_xgboost
+from conveyor.models.cluster import ClusterSpec
+from conveyor.models.training import TrainingParams, train_model, train_rank
 
 
 @contextmanager

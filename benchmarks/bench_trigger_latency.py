@@ -39,7 +39,7 @@ for _name in [n for n in os.environ if n.startswith("CONVEYOR_")]:
     del os.environ[_name]
 os.environ.update({"CONVEYOR_STATE_DIR": str(_STATE), "CONVEYOR_SERVER_PORT": str(_free_port())})
 
-from blocks.settings import ConveyorSettings, configure_prefect_env  # noqa: E402
+from conveyor.settings import ConveyorSettings, configure_prefect_env  # noqa: E402
 
 SETTINGS = configure_prefect_env()
 
@@ -48,10 +48,10 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId 
 from prefect.client.schemas.objects import FlowRun  # noqa: E402
 from prefect.states import Cancelling  # noqa: E402
 
-from blocks.stores import ConveyorStores  # noqa: E402
-from deployments import stack  # noqa: E402
-from tasks.files import sha256_file  # noqa: E402
-from tasks.synthetic import generate_telemetry, write_partition  # noqa: E402
+from conveyor.blocks import ConveyorStores  # noqa: E402
+from conveyor.data.synthetic import generate_telemetry, write_partition  # noqa: E402
+from conveyor.io.files import sha256_file  # noqa: E402
+from conveyor.stack import local as stack  # noqa: E402
 
 
 def _runs(deployment: str) -> list[FlowRun]:
@@ -148,8 +148,10 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     args = parser.parse_args()
 
-    tuned = SETTINGS.model_copy(update={"worker_poll_seconds": args.poll})
-    baseline = SETTINGS.model_copy(update={"worker_poll_seconds": PREFECT_DEFAULT_POLL_S})
+    tuned = SETTINGS.model_copy(update={"stack": SETTINGS.stack.model_copy(update={"worker_poll_seconds": args.poll})})
+    baseline = SETTINGS.model_copy(
+        update={"stack": SETTINGS.stack.model_copy(update={"worker_poll_seconds": PREFECT_DEFAULT_POLL_S})}
+    )
     try:
         stack.start_server(SETTINGS)
         stack.ensure_work_pools()
@@ -179,10 +181,10 @@ def report_latency(
 ) -> None:
     """Print the p50 latencies of both polling settings and their ratio."""
     print(f"partition landed -> run started, p50 over {trials} trials (watcher polls every "
-          f"{SETTINGS.watch_poll_seconds:g} s)")  # fmt: skip
+          f"{SETTINGS.watcher.watch_poll_seconds:g} s)")  # fmt: skip
     for name, settings in (("baseline", baseline), ("tuned", tuned)):
         samples = results[name]
-        print(f"  {name:<8} worker polls every {settings.worker_poll_seconds:>2} s: "
+        print(f"  {name:<8} worker polls every {settings.stack.worker_poll_seconds:>2} s: "
               f"validate {_p50(samples, 'to_validate_s'):5.1f} s, refit {_p50(samples, 'to_refit_s'):5.1f} s "
               f"(max {max(s['to_refit_s'] for s in samples):5.1f} s)")  # fmt: skip
     ratio = _p50(results["tuned"], "to_refit_s") / _p50(results["baseline"], "to_refit_s")

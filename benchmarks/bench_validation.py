@@ -20,12 +20,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tasks.data import Snapshot
-from tasks.expectations import run_suite
-from tasks.files import sha256_file
-from tasks.statistics import profile_path
-from tasks.synthetic import generate_telemetry
-from tasks.validation import as_polars, check_batch, contract_violations, latest_allowed_timestamp, read_batch
+from conveyor.data.snapshots import Snapshot
+from conveyor.data.synthetic import generate_telemetry
+from conveyor.io.files import sha256_file
+from conveyor.validation.check import check_batch
+from conveyor.validation.contract import contract_violations, latest_allowed_timestamp
+from conveyor.validation.expectations import run_suite
+from conveyor.validation.reader import as_polars, read_batch
+from conveyor.validation.statistics import profile_path
 
 PANDERA_GOAL_ROWS_PER_S = 5e6
 WHOLE_STEP_GOAL_RATIO = 2.0

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.data import read_snapshot
-from tasks.export import onnx_predict, onnx_session
-from tasks.modeling import OUTPUT_NAME
-from tests.conftest import StagedCandidate, run_cli
+from conveyor.data.snapshots import read_snapshot
+from conveyor.export.onnx import onnx_predict, onnx_session
+from conveyor.models.mlp import OUTPUT_NAME
+from tests.fixtures.cli import run_cli
+from tests.fixtures.models import StagedCandidate
 
 COMMANDS = ("generate", "up", "down", "status", "run", "demo", "models", "edge-run", "tune")
 

@@ -6,8 +6,8 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from tasks.synthetic import Corruption, generate_telemetry
-from tests.conftest import run_cli
+from conveyor.data.synthetic import Corruption, generate_telemetry
+from tests.fixtures.cli import run_cli
 
 DAY = dt.date(2026, 6, 1)
 

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from blocks.settings import ConveyorSettings
-from blocks.stores import ConveyorStores
-from deployments import stack
-from tasks.registry import list_versions
-from tests.conftest import SETTINGS, quiesce_stack, run_cli
+from conveyor.blocks import ConveyorStores
+from conveyor.registry.store import list_versions
+from conveyor.settings import ConveyorSettings
+from conveyor.stack import local as stack
+from tests.fixtures.cli import run_cli
+from tests.fixtures.server import SETTINGS, quiesce_stack
 
 pytestmark = pytest.mark.slow
 QUICK = '{"epochs": 3}'

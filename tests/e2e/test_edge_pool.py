@@ -8,10 +8,11 @@ from collections.abc import Iterator
 import pytest
 from prefect import get_client
 
-from blocks.settings import ConveyorSettings
-from blocks.stores import ConveyorStores
-from deployments import stack
-from tests.conftest import StagedCandidate, register_candidate, run_cli
+from conveyor.blocks import ConveyorStores
+from conveyor.settings import ConveyorSettings
+from conveyor.stack import local as stack
+from tests.fixtures.cli import run_cli
+from tests.fixtures.models import StagedCandidate, register_candidate
 
 pytestmark = pytest.mark.slow
 MODEL = "edge-pool-test"
@@ -21,7 +22,9 @@ MODEL = "edge-pool-test"
 def edge_worker(stores: ConveyorStores, settings: ConveyorSettings) -> Iterator[None]:
     """The deployed stack plus a process worker for the edge pool only."""
     assert run_cli("up").returncode == 0
-    stack.start_workers(settings.model_copy(update={"worker_pools": ["edge"]}))
+    stack.start_workers(
+        settings.model_copy(update={"stack": settings.stack.model_copy(update={"worker_pools": ["edge"]})})
+    )
     yield
 
 

@@ -20,7 +20,7 @@ from prefect.client.schemas.objects import Flow, FlowRun
 from prefect_docker.worker import DockerWorker, DockerWorkerJobConfiguration
 from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
-from deployments.infra import GPU_RESOURCE, POOLS, WORKER_TYPES, build_template, default_template, template_path
+from conveyor.stack.infra import GPU_RESOURCE, POOLS, WORKER_TYPES, build_template, default_template, template_path
 
 K8S_VERSION = kubernetes_validate.latest_version()
 DOCKER_API_VERSION = "1.45"
@@ -67,7 +67,7 @@ def render_docker(pool: str, job_variables: dict[str, Any]) -> tuple[dict[str, A
 @pytest.mark.parametrize("pool", POOLS)
 def test_committed_templates_are_the_built_ones_and_keep_every_default_variable(worker_type: str, pool: str) -> None:
     committed = json.loads(template_path(worker_type, pool).read_text())
-    assert committed == build_template(worker_type, pool), "run `python -m deployments.infra` and commit infra/"
+    assert committed == build_template(worker_type, pool), "run `python -m conveyor.stack.infra` and commit infra/"
     assert set(committed["variables"]["properties"]) >= set(default_template(worker_type)["variables"]["properties"])
 
 

@@ -17,13 +17,15 @@ from prefect import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import FlowRun, StateType
 
-from blocks.settings import ConveyorSettings
-from blocks.stores import ConveyorStores
-from deployments import stack
-from tasks.files import sha256_file
-from tasks.registry import list_versions
-from tasks.synthetic import generate_telemetry, write_partition
-from tests.conftest import SETTINGS, TRAINING_ROWS, quiesce_stack, run_cli
+from conveyor.blocks import ConveyorStores
+from conveyor.data.synthetic import generate_telemetry, write_partition
+from conveyor.io.files import sha256_file
+from conveyor.registry.store import list_versions
+from conveyor.settings import ConveyorSettings
+from conveyor.stack import local as stack
+from tests.fixtures.cli import run_cli
+from tests.fixtures.data import TRAINING_ROWS
+from tests.fixtures.server import SETTINGS, quiesce_stack
 
 pytestmark = pytest.mark.slow
 BURST = 10
@@ -166,7 +168,7 @@ def test_a_run_sent_to_the_gpu_pool_waits_for_a_gpu_worker(
             deployment.id, parameters={"partition": landed_partition.name, "training": QUICK_TRAINING}
         )
     assert deployment.work_pool_name == "gpu"
-    time.sleep(4 * settings.worker_poll_seconds)  # the live cpu worker polls several times meanwhile
+    time.sleep(4 * settings.stack.worker_poll_seconds)  # the live cpu worker polls several times meanwhile
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(run.id).state_type == StateType.SCHEDULED
 

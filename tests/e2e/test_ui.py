@@ -12,10 +12,11 @@ from playwright.sync_api import Browser, sync_playwright
 from prefect import get_client
 from prefect.client.schemas.objects import StateType
 
-from blocks.settings import ConveyorSettings
-from blocks.stores import ConveyorStores
-from tests.conftest import quiesce_stack, run_cli
+from conveyor.blocks import ConveyorStores
+from conveyor.settings import ConveyorSettings
 from tests.e2e.test_triggers import runs_of, wait_for
+from tests.fixtures.cli import run_cli
+from tests.fixtures.server import quiesce_stack
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package, installed by .ci/run; `playwright install` needs internet

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from prefect.client.schemas.objects import State
 
-from blocks.stores import ConveyorStores
-from flows.edge_check import edge_check
-from tasks.edge import LatencyBudget, LatencyReport
-from tasks.registry import RegisteredVersion
-from tests.conftest import GATEWAY, StagedCandidate, register_candidate
+from conveyor.blocks import ConveyorStores
+from conveyor.export.edge import LatencyBudget, LatencyReport
+from conveyor.flows.edge_check import edge_check
+from conveyor.registry.store import RegisteredVersion
+from tests.fixtures.models import GATEWAY, StagedCandidate, register_candidate
 
 MODEL = "edge-check-test"
 GENEROUS = LatencyBudget(p99_ms=1_000, min_rows_per_s=1)

@@ -10,14 +10,14 @@ from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import State
 
-from blocks.stores import ConveyorStores
-from flows.refit import refit
-from tasks.data import Snapshot
-from tasks.export import ParityThresholds
-from tasks.files import sha256_file
-from tasks.registry import RegisteredVersion, list_versions
-from tasks.synthetic import Corruption, generate_telemetry, write_partition
-from tests.conftest import FAST_TRAINING
+from conveyor.blocks import ConveyorStores
+from conveyor.data.snapshots import Snapshot
+from conveyor.data.synthetic import Corruption, generate_telemetry, write_partition
+from conveyor.export.onnx import ParityThresholds
+from conveyor.flows.refit import refit
+from conveyor.io.files import sha256_file
+from conveyor.registry.store import RegisteredVersion, list_versions
+from tests.fixtures.models import FAST_TRAINING
 
 MODEL = "refit-test"
 

@@ -16,21 +16,24 @@ from typing import Any
 
 import pytest
 
-from blocks.settings import PROJECT_DIR
-from blocks.stores import ConveyorStores
-from tests.conftest import StagedCandidate, flow_run_artifacts, register_candidate, run_cli
+from conveyor.blocks import ConveyorStores
+from conveyor.settings import PROJECT_DIR
+from tests.fixtures.cli import run_cli
+from tests.fixtures.models import StagedCandidate, register_candidate
+from tests.fixtures.server import flow_run_artifacts
 
 pytestmark = pytest.mark.slow
 
 MODEL = "cache-spec"
-HELPER_FILE = "tasks/modeling.py"
+HELPER_FILE = "src/conveyor/models/mlp.py"
 HELPER = "def encode_features(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:\n"
 # Run by a fresh interpreter in the project copy: refit, then this run's cache decisions as JSON.
 REFIT = """
 import json, sys
-from flows.refit import refit
-from tasks.caching import decisions_of, explain_table
-from tasks.training import TrainingParams
+from conveyor.flows.refit import refit
+from conveyor.cache.ledger import decisions_of
+from conveyor.cache.report import explain_table
+from conveyor.models.training import TrainingParams
 
 state = refit(partition=sys.argv[1], model_name=sys.argv[2], training=TrainingParams(epochs=3), return_state=True)
 flow_run_id = str(state.state_details.flow_run_id)
@@ -44,7 +47,7 @@ def _refit(project: Path, partition: Path) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-c", REFIT, str(partition), MODEL],
         cwd=project,
-        env={**os.environ, "PYTHONPATH": str(project)},
+        env={**os.environ, "PYTHONPATH": str(project / "src")},
         capture_output=True,
         text=True,
         timeout=600,
@@ -72,8 +75,7 @@ def runs(
     # A version trained on the same data already exists, so every run validates against the same reference.
     register_candidate(candidate, stores.model_path, MODEL, "earlier-run")
     project = tmp_path_factory.mktemp("project")
-    for package in ("blocks", "deployments", "flows", "tasks"):
-        shutil.copytree(PROJECT_DIR / package, project / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(PROJECT_DIR / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     cold = _refit(project, landed_partition)
     unchanged = _refit(project, landed_partition)
     helper = project / HELPER_FILE
@@ -111,7 +113,7 @@ def test_editing_a_helper_training_reaches_through_another_module_recomputes_tra
     runs: dict[str, dict[str, Any]],
 ) -> None:
     tasks = _by_task(runs["edited"])
-    assert tasks["Train model"] == ("miss", "code changed (tasks.modeling.encode_features)")
+    assert tasks["Train model"] == ("miss", "code changed (conveyor.models.mlp.encode_features)")
     assert tasks["Evaluate on held-out machines"][0] == "miss"  # it predicts through the same helper
 
 

@@ -11,13 +11,13 @@ import pytest
 from distributed import Client, LocalCluster
 from prefect.client.schemas.objects import State
 
-from flows.tune import TuningResult, tune
-from tasks.boosting import BoostingParams
-from tasks.cluster import ClusterSpec
-from tasks.data import Snapshot
-from tasks.training import TrainingParams
-from tasks.tuning import SearchSpace
-from tests.conftest import flow_run_artifacts
+from conveyor.data.snapshots import Snapshot
+from conveyor.flows.tune import TuningResult, tune
+from conveyor.models.boosting import BoostingParams
+from conveyor.models.cluster import ClusterSpec
+from conveyor.models.training import TrainingParams
+from conveyor.models.tuning import SearchSpace
+from tests.fixtures.server import flow_run_artifacts
 
 BASE = BoostingParams(rounds=30)
 TWO_DEPTHS = SearchSpace(max_depth=[1, 4], learning_rate=[0.1])

@@ -13,18 +13,18 @@ from pathlib import Path
 import pytest
 from prefect.client.schemas.objects import State
 
-from blocks.stores import ConveyorStores
-from flows.refit import refit
-from flows.validate import validate
-from tasks.data import Snapshot, snapshot_key
-from tasks.datastore import DataStore
-from tasks.events import VALIDATION_FAILED, VALIDATION_PASSED
-from tasks.files import sha256_file
-from tasks.quarantine import quarantine_folder, report_folder
-from tasks.registry import list_versions
-from tasks.synthetic import Corruption, generate_telemetry, write_partition
-from tasks.training import TrainingParams
-from tests.conftest import flow_run_artifacts, wait_for_event
+from conveyor.blocks import ConveyorStores
+from conveyor.data.quarantine import quarantine_folder, report_folder
+from conveyor.data.snapshots import Snapshot, snapshot_key
+from conveyor.data.store import DataStore
+from conveyor.data.synthetic import Corruption, generate_telemetry, write_partition
+from conveyor.events import VALIDATION_FAILED, VALIDATION_PASSED
+from conveyor.flows.refit import refit
+from conveyor.flows.validate import validate
+from conveyor.io.files import sha256_file
+from conveyor.models.training import TrainingParams
+from conveyor.registry.store import list_versions
+from tests.fixtures.server import flow_run_artifacts, wait_for_event
 
 # Never used for training if validation does its job: a bad batch must not get that far.
 _ONE_EPOCH = TrainingParams(epochs=1)

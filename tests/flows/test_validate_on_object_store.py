@@ -10,14 +10,15 @@ import httpx
 import pytest
 from prefect.client.schemas.objects import State
 
-from blocks.stores import DEFAULT_BLOCK_NAME, ConveyorStores
-from deployments import stack
-from flows.validate import validate
-from tasks.caching import decisions_of
-from tasks.data import Snapshot, snapshot_key
-from tasks.quarantine import report_key
-from tasks.synthetic import generate_telemetry, write_partition
-from tests.conftest import SETTINGS, ObjectStore
+from conveyor.blocks import DEFAULT_BLOCK_NAME, ConveyorStores
+from conveyor.cache.ledger import decisions_of
+from conveyor.data.quarantine import report_key
+from conveyor.data.snapshots import Snapshot, snapshot_key
+from conveyor.data.synthetic import generate_telemetry, write_partition
+from conveyor.flows.validate import validate
+from conveyor.stack import local as stack
+from tests.fixtures.object_store import ObjectStore
+from tests.fixtures.server import SETTINGS
 
 DAY = dt.date(2026, 5, 9)
 

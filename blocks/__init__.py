@@ -1,1 +1,0 @@
-"""Configuration types: pydantic settings and the Prefect blocks Conveyor registers."""

@@ -1,1 +1,0 @@
-"""Conveyor's flows, one module per flow, and the `conveyor` command line."""

@@ -1,0 +1,90 @@
+"""The block that says where data lands and where snapshots and models are kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+
+from conveyor.settings import ConveyorSettings, get_settings
+
+DEFAULT_BLOCK_NAME = "default"
+
+
+class S3Credentials(Block):
+    """Credentials of an S3-compatible object store (AWS S3, MinIO, Ceph, R2) for an ``s3://`` data store."""
+
+    _block_type_name = "Conveyor S3 Credentials"
+    _block_type_slug = "conveyor-s3-credentials"
+    _description = "Access key, secret and endpoint of an S3-compatible object store."
+
+    access_key_id: str = Field(description="Access key ID.")
+    secret_access_key: SecretStr = Field(description="Secret access key; stored encrypted, never logged.")
+    endpoint_url: str | None = Field(None, description="Endpoint of a non-AWS store, e.g. http://minio:9000.")
+    region_name: str | None = Field(None, description="Region of the bucket.")
+
+    def storage_options(self) -> dict[str, Any]:
+        """The options s3fs takes (the secret in clear text: hand them to fsspec, never to a log)."""
+        client = {k: v for k, v in {"endpoint_url": self.endpoint_url, "region_name": self.region_name}.items() if v}
+        return {"key": self.access_key_id, "secret": self.secret_access_key.get_secret_value(), "client_kwargs": client}
+
+
+class ConveyorStores(Block):
+    """Where Conveyor's data lands, and where its snapshots and model versions are kept."""
+
+    _block_type_name = "Conveyor Stores"
+    _block_type_slug = "conveyor-stores"
+    _description = "Landing folder, dataset snapshot store and model store of a Conveyor installation."
+
+    landing_dir: str = Field(description="Folder where new telemetry partitions land.")
+    data_store: str = Field(
+        description="Content-addressed dataset snapshots: a folder, or an fsspec URL such as s3://bucket/prefix."
+    )
+    model_store: str = Field(description="Folder of registered model versions.")
+    # A default, so that blocks saved before quarantine existed still load.
+    quarantine_dir: str = Field(
+        default_factory=lambda: str(get_settings().default_quarantine_dir),
+        description="Folder where batches that failed validation are kept, with their reports.",
+    )
+    data_store_credentials: S3Credentials | None = Field(
+        None, description="Credentials of an s3:// data store; empty: the environment's (AWS_* variables, a role)."
+    )
+
+    @classmethod
+    def from_settings(cls, settings: ConveyorSettings | None = None) -> ConveyorStores:
+        """The stores as configured by ``CONVEYOR_*`` settings."""
+        settings = settings or get_settings()
+        return cls(
+            landing_dir=str(settings.default_landing_dir),
+            data_store=str(settings.default_data_store),
+            model_store=str(settings.default_model_store),
+            quarantine_dir=str(settings.default_quarantine_dir),
+        )
+
+    @classmethod
+    def resolve(cls, name: str = DEFAULT_BLOCK_NAME) -> ConveyorStores:
+        """The registered block of that name, or the settings' stores where none is registered or no server runs."""
+        try:
+            loaded = cls.load(name, validate=True)
+        except (ValueError, httpx.HTTPError):
+            return cls.from_settings()
+        assert isinstance(loaded, cls)
+        return loaded
+
+    @property
+    def landing_path(self) -> Path:
+        """The landing folder as a path."""
+        return Path(self.landing_dir)
+
+    @property
+    def model_path(self) -> Path:
+        """The model store as a path."""
+        return Path(self.model_store)
+
+    @property
+    def quarantine_path(self) -> Path:
+        """The quarantine area as a path."""
+        return Path(self.quarantine_dir)

@@ -1,0 +1,176 @@
+"""Model commands: list registered versions, train or tune on a file, score with an edge bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from conveyor.cli.console import CommandError, JsonFlag, show
+
+
+def models(as_json: JsonFlag = False) -> None:
+    """List the registered model versions and their held-out metrics."""
+    from conveyor.blocks import ConveyorStores
+    from conveyor.registry.store import list_versions
+
+    versions = list_versions(ConveyorStores.resolve().model_path)
+    lines = [
+        f"{v.name} v{v.version}  ROC AUC {v.metrics['roc_auc']:.3f}  data {v.data_sha256[:12]}  {v.onnx_path}"
+        for v in versions
+    ]
+    show([v.model_dump() for v in versions], as_json, "\n".join(lines) or "No model version is registered yet.")
+
+
+def train_command(
+    data: Annotated[Path, typer.Argument(help="A telemetry parquet file.")],
+    workers: Annotated[int, typer.Option(min=1, help="Training ranks; more than 1 trains with DDP on Dask.")] = 1,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Existing Dask scheduler, e.g. tcp://host:8786; default: a local cluster.")
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training rows (torch).")] = 12,
+    family: Annotated[str, typer.Option(help="Model family: torch (the MLP) or xgboost (boosted trees).")] = "torch",
+    rounds: Annotated[int, typer.Option(min=1, help="Boosting rounds (xgboost).")] = 100,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder to copy the model file and the evaluation plot into.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Train again even if a cached model exists.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train and evaluate on a data file as a flow run (DDP or xgboost.dask across Dask workers when asked)."""
+    from typing import get_args
+
+    from conveyor.flows.train import ModelFamily, train
+    from conveyor.models.boosting import BoostingParams
+    from conveyor.models.cluster import ClusterSpec
+    from conveyor.models.training import TrainingParams
+
+    if not data.is_file():
+        raise CommandError(f"No data file at {data}.")
+    if family not in get_args(ModelFamily):
+        raise CommandError(f"--family must be one of {', '.join(get_args(ModelFamily))}; got {family!r}.")
+    state = train(
+        data=str(data.resolve()),
+        cluster=ClusterSpec(workers=workers, scheduler=scheduler),
+        training=TrainingParams(epochs=epochs),
+        out=str(out.resolve()) if out else None,
+        force_recompute=force,
+        family=family,
+        boosting=BoostingParams(rounds=rounds),
+        return_state=True,
+    )
+    if not state.is_completed():
+        raise CommandError(f"Training ended {state.type.value}: {state.message}")
+    result = state.result()
+    metrics = result.metrics
+    text = (
+        f"{result.family:<12} {result.weights_path} (sha256 {result.weights_sha256[:12]})\n"
+        f"ranks        {result.world_size}"
+        + (f", resumed from epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else "")
+        + f"\nheld-out     ROC AUC {metrics.roc_auc:.3f}, PR AUC {metrics.pr_auc:.3f}, log loss {metrics.log_loss:.3f}"
+        f"\nwall time    {result.train_wall_s:.1f} s training"
+    )
+    show(result.model_dump(), as_json, text)
+
+
+def tune_command(
+    data: Annotated[Path, typer.Argument(help="A telemetry parquet file.")],
+    workers: Annotated[int, typer.Option(min=1, help="Dask workers the trials run on side by side.")] = 2,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Existing Dask scheduler, e.g. tcp://host:8786; default: a local cluster.")
+    ] = None,
+    max_depth: Annotated[list[int] | None, typer.Option(help="Tree depth to try (repeatable).")] = None,
+    learning_rate: Annotated[list[float] | None, typer.Option(help="Shrinkage to try (repeatable).")] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Boosting rounds of every trial.")] = 100,
+    metric: Annotated[str, typer.Option(help="Held-out metric that picks the best trial.")] = "roc_auc",
+    compare_torch: Annotated[
+        bool, typer.Option("--compare-torch", help="Also train the torch model and compare the families.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run every trial again even if cached.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Search XGBoost hyper-parameters on a data file, trials fanned out on Dask workers, as a flow run."""
+    from typing import get_args
+
+    from pydantic import ValidationError
+
+    from conveyor.flows.tune import DEFAULT_SPACE, tune
+    from conveyor.models.boosting import BoostingParams
+    from conveyor.models.cluster import ClusterSpec
+    from conveyor.models.training import TrainingParams
+    from conveyor.models.tuning import TuningMetric
+
+    if not data.is_file():
+        raise CommandError(f"No data file at {data}.")
+    if metric not in get_args(TuningMetric):
+        raise CommandError(f"--metric must be one of {', '.join(get_args(TuningMetric))}; got {metric!r}.")
+    try:
+        space = DEFAULT_SPACE.model_copy(
+            update={
+                "max_depth": max_depth or DEFAULT_SPACE.max_depth,
+                "learning_rate": learning_rate or DEFAULT_SPACE.learning_rate,
+            }
+        )
+        space.trials(BoostingParams(rounds=rounds))
+        cluster = ClusterSpec(workers=workers, scheduler=scheduler)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        raise CommandError(f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}.") from None
+    state = tune(
+        data=str(data.resolve()),
+        base=BoostingParams(rounds=rounds),
+        space=space,
+        metric=metric,
+        cluster=cluster,
+        compare_torch=TrainingParams() if compare_torch else None,
+        force_recompute=force,
+        return_state=True,
+    )
+    if not state.is_completed():
+        raise CommandError(f"Tuning ended {state.type.value}: {state.message}")
+    result = state.result()
+    lines = [
+        f"trial {i}{' (best)' if i == result.best else ''}: max_depth {t.params.max_depth}, "
+        f"learning_rate {t.params.learning_rate:g}, {metric} {getattr(t.metrics, metric):.4f}, {t.wall_s:.1f} s"
+        for i, t in enumerate(result.trials)
+    ]
+    if result.torch:
+        lines.append(f"torch: {metric} {getattr(result.torch, metric):.4f}")
+    show(result.model_dump(), as_json, "\n".join(lines))
+
+
+def edge_run(
+    bundle: Annotated[Path, typer.Argument(help="An edge bundle: its folder or its .tar.gz.")],
+    input_file: Annotated[Path, typer.Option("--input", help="Raw telemetry rows: a parquet or CSV file.")],
+    out: Annotated[Path | None, typer.Option(help="Write the probabilities here (parquet).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Verify an edge bundle against its manifest and score raw telemetry with it."""
+    import pandas as pd
+
+    from conveyor.export.edge import open_bundle, run_bundle
+    from conveyor.io.files import write_atomically
+    from conveyor.models.mlp import OUTPUT_NAME
+
+    frame = pd.read_csv(input_file) if input_file.suffix == ".csv" else pd.read_parquet(input_file)
+    with open_bundle(bundle) as opened:
+        probabilities = run_bundle(opened, frame)
+        manifest = opened.manifest
+    threshold = manifest["decision_threshold"]
+    if out:
+        scored = pd.DataFrame({OUTPUT_NAME: probabilities})
+        write_atomically(out, lambda tmp: scored.to_parquet(tmp, index=False))
+    summary = {
+        "model": f"{manifest['model_name']} v{manifest['model_version']}",
+        "target": manifest["target"]["name"],
+        "rows": len(probabilities),
+        "predicted_failures": int((probabilities >= threshold).sum()),
+        "out": str(out) if out else None,
+    }
+    text = (
+        f"{summary['model']} on {summary['target']}: {summary['rows']} rows scored, "
+        f"{summary['predicted_failures']} predicted to fail within 7 days"
+        + (f"; probabilities in {out}" if out else "")
+    )
+    show(summary, as_json, text)

@@ -1,0 +1,130 @@
+"""The landing zone: which partitions are complete (size stable across polls), announced, and safe to take."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+from pydantic import BaseModel, Field
+
+from conveyor.cache import uncached_task
+from conveyor.data.snapshots import Snapshot
+from conveyor.events import emit_data_landed
+from conveyor.io.files import sha256_file, write_text_atomically
+from conveyor.schema.telemetry import PARTITION_PREFIX
+from conveyor.settings import get_settings
+
+PARTITION_GLOB = f"{PARTITION_PREFIX}*.parquet"
+_CHUNK = 1 << 20
+# What fsspec backends report as "this object changed": local files give mtime, object stores an ETag or date.
+_VERSION_KEYS = ("mtime", "LastModified", "last_modified", "ETag", "etag", "created")
+
+
+class LandingError(ValueError):
+    """A landed path is not a complete file inside the landing folder, so it is left where it is."""
+
+
+class FileSignature(BaseModel):
+    """What a poll sees of one file: equal signatures on consecutive polls mean nobody is writing it."""
+
+    size: int
+    version: str = Field("", description="mtime, ETag or date, as the filesystem reports it.")
+
+
+class LandedPartition(BaseModel):
+    """A complete partition that was announced with conveyor.data.landed."""
+
+    url: str = Field(description="Where it landed: a local path, or a URL such as s3://bucket/key.")
+    sha256: str
+    signature: FileSignature
+
+
+class WatcherState(BaseModel):
+    """What the watcher announced already; kept on disk so a restart announces only what is new."""
+
+    announced: dict[str, LandedPartition] = Field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> WatcherState:
+        """The state saved at path, or an empty one when nothing was saved yet."""
+        return cls.model_validate_json(path.read_text()) if path.is_file() else cls()
+
+    def save(self, path: Path) -> None:
+        """Replace the saved state in one step (a crash leaves the old state, never half a file)."""
+        write_text_atomically(path, json.dumps(self.model_dump(), indent=2, sort_keys=True))
+
+
+def _url(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """A filesystem path as a URL the same filesystem opens again (local files stay plain paths)."""
+    return path if fs.protocol in ("file", ("file", "local")) else fs.unstrip_protocol(path)
+
+
+def _signature(info: dict[str, Any]) -> FileSignature:
+    version = next((str(info[key]) for key in _VERSION_KEYS if info.get(key) is not None), "")
+    return FileSignature(size=int(info.get("size") or 0), version=version)
+
+
+def scan_landing(url: str, pattern: str = PARTITION_GLOB) -> dict[str, FileSignature]:
+    """Every partition file under a local folder or object-store URL, with its current signature."""
+    fs, root = url_to_fs(url)
+    if not fs.exists(root):
+        return {}
+    found = fs.glob(f"{root.rstrip('/')}/{pattern}", detail=True)
+    return {_url(fs, path): _signature(info) for path, info in found.items() if info.get("type") != "directory"}
+
+
+def complete_partitions(
+    previous: dict[str, FileSignature], current: dict[str, FileSignature], state: WatcherState
+) -> list[str]:
+    """Files not yet announced whose non-zero size and version did not change since the previous poll."""
+    return sorted(
+        url
+        for url, signature in current.items()
+        if signature.size > 0
+        and previous.get(url) == signature
+        and (url not in state.announced or state.announced[url].signature != signature)
+    )
+
+
+def sha256_url(url: str) -> str:
+    """Hex SHA-256 of a local file's or an object's bytes, streamed."""
+    digest = hashlib.sha256()
+    with fsspec.open(url, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@uncached_task("Announce landed partition", why="emits events")
+def announce_partition(url: str, signature: FileSignature) -> LandedPartition:
+    """Hash a complete partition and emit conveyor.data.landed about it."""
+    landed = LandedPartition(url=url, sha256=sha256_url(url), signature=signature)
+    emit_data_landed(landed.url, landed.sha256)
+    return landed
+
+
+@uncached_task("Check landed file", why="checks the landing folder as it is now")
+def inspect_landed_file(path: Path, landing_dir: Path | None) -> Snapshot:
+    """Refuse a path outside the landing folder (None: a file given by path), a non-file, or one still being written."""
+    settle_s = get_settings().validation.landing_settle_s
+    resolved = path.resolve()
+    if landing_dir is not None and not resolved.is_relative_to(landing := landing_dir.resolve()):
+        raise LandingError(f"{path} is outside the landing folder {landing}; land it there first.")
+    if not resolved.is_file():
+        raise LandingError(f"{path} is not a regular file; a batch is one parquet file.")
+    before = resolved.stat()
+    if time.time() - before.st_mtime < settle_s:
+        # Recently modified: watch it for a moment, and leave it alone if it is still growing.
+        time.sleep(settle_s)
+        after = resolved.stat()
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            raise LandingError(
+                f"{path.name} is still being written ({before.st_size} then {after.st_size} bytes within "
+                f"{settle_s:g} s); it is left in place, validate it once it is complete."
+            )
+    return Snapshot(sha256=sha256_file(resolved), path=str(resolved), source=str(resolved), size_bytes=before.st_size)

@@ -1,0 +1,26 @@
+"""The edge-check flow: time a registered edge bundle on the device it targets."""
+
+from __future__ import annotations
+
+from prefect import flow
+from pydantic import Field, PositiveInt
+
+from conveyor.blocks import ConveyorStores
+from conveyor.export.edge import LatencyBudget, LatencyReport, measure_latency
+from conveyor.flows.refit import DEFAULT_MODEL_NAME
+from conveyor.io.files import FolderName
+from conveyor.registry.store import find_edge_bundle
+
+DEFAULT_BUDGET = LatencyBudget()
+
+
+@flow(name="edge-check")
+def edge_check(
+    model_name: FolderName = Field(DEFAULT_MODEL_NAME, description="Registry name of the model."),
+    version: PositiveInt | None = Field(None, description="Version to check; empty: the newest."),
+    target: str = Field("gateway", description="Edge target whose bundle to time, e.g. gateway."),
+    budget: LatencyBudget = Field(DEFAULT_BUDGET, description="Latency and throughput the target must reach."),
+) -> LatencyReport:
+    """Verify a version's edge bundle and measure p50/p95/p99 latency and throughput with the target's threads."""
+    stores = ConveyorStores.resolve()
+    return measure_latency(find_edge_bundle(stores.model_path, model_name, version, target), budget)

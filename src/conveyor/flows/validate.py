@@ -1,0 +1,78 @@
+"""The validate flow: the one gate every batch passes, for its own runs and for refit, train and tune."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from prefect import flow
+from pydantic import Field
+
+from conveyor.blocks import ConveyorStores
+from conveyor.cache.report import reporting_cache_use
+from conveyor.data.landing import inspect_landed_file
+from conveyor.data.quarantine import keep_report, quarantine_batch, report_folder
+from conveyor.data.snapshots import Snapshot, find_partition, find_snapshot, snapshot_partition
+from conveyor.data.store import DataStore
+from conveyor.io.files import FolderName
+from conveyor.validation.reference import find_training_reference
+from conveyor.validation.tasks import announce_validation, publish_report, require_valid, validate_snapshot
+
+
+def find_batch(
+    stores: ConveyorStores,
+    data_store: DataStore,
+    partition: str | None,
+    day: dt.date | None,
+    snapshot: str | None,
+    file: str | None,
+) -> Snapshot:
+    """The batch a run asked for: a stored snapshot by hash, a file by path, or a landed partition (named or newest)."""
+    if snapshot:
+        return find_snapshot(data_store, snapshot)
+    if file:
+        return inspect_landed_file(Path(file), None)
+    return inspect_landed_file(find_partition(stores.landing_path, day, partition), stores.landing_path)
+
+
+@flow(name="validate")
+def validate(
+    partition: str | None = Field(
+        None, description="A landed file, by name in the landing folder or by path; empty: the newest."
+    ),
+    day: dt.date | None = Field(None, description="Day of the landed partition; used when partition is empty."),
+    snapshot: str | None = Field(
+        None, description="SHA-256 of a snapshot in the data store to re-check; overrides both."
+    ),
+    model_name: FolderName | None = Field(
+        None, description="Model whose newest version's data is the reference; empty: any model."
+    ),
+    announce: bool = Field(
+        True, description="Emit conveyor.validation.passed/failed (refit turns this off for its own check)."
+    ),
+    force_recompute: bool = Field(False, description="Validate again instead of reusing a cached verdict."),
+    file: str | None = Field(
+        None,
+        description="A parquet file anywhere, checked where it lies and never moved (a failing one is copied into "
+        "the quarantine); overrides partition and day.",
+    ),
+) -> Snapshot:
+    """Validate a batch with pandera and Great Expectations; snapshot it if valid, quarantine it if not."""
+    stores = ConveyorStores.resolve()
+    data_store = DataStore.of(stores)
+    with reporting_cache_use():
+        batch = find_batch(stores, data_store, partition, day, snapshot, file)
+        report = validate_snapshot(batch, find_training_reference(stores.model_path, data_store, model_name))
+        if report.passed:
+            kept = batch if snapshot else snapshot_partition(Path(batch.path), data_store)
+            folder = report_folder(data_store, batch.sha256)
+            report = publish_report(report, folder)
+            keep_report(folder, data_store, batch.sha256)
+        else:
+            kept = batch
+            moved = not (snapshot or file)
+            report = publish_report(report, quarantine_batch(batch, stores.quarantine_path, moved))
+        if announce:
+            announce_validation(kept, report)
+        require_valid(report)
+        return kept

@@ -1,0 +1,179 @@
+"""Registration: atomically numbered versions, assembled in staging folders, manifest written last."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import Annotated, Any
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import TaskRunContext
+from pydantic import BaseModel
+
+from conveyor.cache import Content, Location, cached_task, uncached_task
+from conveyor.events import emit_model_registered
+from conveyor.export.edge import EdgeBundle
+from conveyor.export.onnx import KNOWN_INPUTS_FILE
+from conveyor.io.files import sha256_file, write_text_atomically
+from conveyor.registry.candidate import Candidate
+from conveyor.registry.store import (
+    EDGE_FOLDER,
+    MANIFEST,
+    RESERVED,
+    STAGING,
+    RegisteredVersion,
+    numbered_folders,
+    read_version,
+)
+
+_RECORDED_PACKAGES = ("prefect", "torch", "onnx", "onnxruntime", "pandas", "pandera", "numpy")
+
+
+class StagedVersion(BaseModel):
+    """A version number reserved for one candidate; the claim folder proves the reservation."""
+
+    model_store: str
+    name: str
+    version: int
+    claim: Annotated[str, Content]
+
+
+@cached_task("Reserve model version", ignore=("run_id",))
+def reserve_model_version(
+    model_store: Annotated[Path, Location], name: str, candidate: Candidate, run_id: str
+) -> StagedVersion:
+    """Claim the next version number for this candidate; the same candidate keeps its number on a re-run."""
+    reserved = model_store / name / RESERVED
+    reserved.mkdir(parents=True, exist_ok=True)
+    version = _highest_number(model_store / name) + 1
+    while True:
+        try:
+            # mkdir either creates the claim or fails: two runs can never hold one number.
+            (reserved / f"v{version}").mkdir()
+            break
+        except FileExistsError:
+            version += 1
+    claim = reserved / f"v{version}"
+    write_text_atomically(claim / "flow_run_id", run_id)
+    return StagedVersion(model_store=str(model_store), name=name, version=version, claim=str(claim))
+
+
+def _highest_number(model_root: Path) -> int:
+    return max([*numbered_folders(model_root), *numbered_folders(model_root / RESERVED)], default=0)
+
+
+def _environment() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in _RECORDED_PACKAGES:
+        versions[package] = metadata.version(package)
+    return versions
+
+
+def _report(name: str, version: int, candidate: Candidate, plot: str = "") -> str:
+    metrics = candidate.evaluation.metrics.model_dump().items()
+    rows = "\n".join(f"| {key} | {value:.4g} |" for key, value in metrics)
+    edge = "\n".join(
+        f"| {a.target} | {a.roc_auc_edge:.4f} | {a.auc_drop:+.4f} | {a.flip_rate:.2%} | {a.size_ratio:.0%} |"
+        for _, a in candidate.edge
+    )
+    picture = f"\n![ROC and calibration]({plot})\n" if plot else ""
+    source = Path(candidate.snapshot.source).name
+    return (
+        f"# {name} v{version}\n\nTrained on snapshot `{candidate.snapshot.sha256}` ({source}).\n\n"
+        f"| metric | value |\n|---|---|\n{rows}\n{picture}\n"
+        f"## Edge variants\n\n| target | ROC AUC | vs fp32 | decisions flipped | size vs fp32 |\n"
+        f"|---|---|---|---|---|\n{edge}\n"
+    )
+
+
+def _assemble(staging: Path, candidate: Candidate, bundles: list[EdgeBundle]) -> None:
+    """Copy what the candidate's tasks made (each in its own cached output folder) into the version's layout."""
+    files = {
+        "weights.pt": candidate.model.weights_path,
+        "evaluation.png": candidate.evaluation.plot_path,
+        "model.onnx": candidate.exported.path,
+        KNOWN_INPUTS_FILE: candidate.parity.known_inputs,
+    }
+    for bundle in bundles:
+        files[f"{EDGE_FOLDER}/{bundle.target}.tar.gz"] = bundle.archive
+        shutil.copytree(bundle.folder, staging / EDGE_FOLDER / bundle.target)
+    for name, source in files.items():
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, staging / name)
+
+
+def _same_candidate(folder: Path, candidate: Candidate) -> bool:
+    manifest = json.loads((folder / MANIFEST).read_text())
+    return bool(
+        manifest["onnx"]["sha256"] == candidate.exported.sha256
+        and manifest["data"]["sha256"] == candidate.snapshot.sha256
+    )
+
+
+@cached_task("Register model version", ignore=("run_id",))
+def register_model_version(
+    staged: StagedVersion, candidate: Candidate, bundles: list[EdgeBundle], run_id: str | None
+) -> RegisteredVersion:
+    """Assemble the version in a private staging folder and rename it into place: whole or not at all."""
+    model_root = Path(staged.model_store) / staged.name
+    folder = model_root / f"v{staged.version}"
+    if (folder / MANIFEST).is_file():
+        # Registered by an earlier run whose cache entry is gone: the same candidate is the same version.
+        if _same_candidate(folder, candidate):
+            return read_version(folder)
+        raise FileExistsError(f"{staged.name} v{staged.version} is already registered with another model.")
+    context = TaskRunContext.get()
+    staging = model_root / STAGING / (str(context.task_run.id) if context else "local")
+    shutil.rmtree(staging, ignore_errors=True)  # a failed attempt's leftovers
+    staging.mkdir(parents=True)
+    _assemble(staging, candidate, bundles)
+    plot = Path(candidate.evaluation.plot_path).name
+    write_text_atomically(staging / "report.md", _report(staged.name, staged.version, candidate, plot))
+    files = {
+        str(p.relative_to(staging)): sha256_file(p)
+        for p in sorted(staging.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+    manifest: dict[str, Any] = {
+        "name": staged.name,
+        "version": staged.version,
+        "flow_run_id": run_id,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        "data": candidate.snapshot.model_dump(),
+        "params": candidate.params.model_dump(),
+        "training": candidate.model.model_dump(exclude={"weights_path"}),
+        "metrics": candidate.evaluation.metrics.model_dump(),
+        "onnx": {
+            "sha256": candidate.exported.sha256,
+            "opset": candidate.exported.opset,
+            "parity": candidate.parity.model_dump(exclude={"known_inputs"}),
+        },
+        "edge": {
+            bundle.target: {"archive_sha256": bundle.archive_sha256, "accuracy": accuracy.model_dump()}
+            for bundle, (_, accuracy) in zip(bundles, candidate.edge, strict=True)
+        },
+        "files": files,
+        "environment": _environment(),
+    }
+    # Written last: a folder without a manifest is never listed as a version.
+    write_text_atomically(staging / MANIFEST, json.dumps(manifest, indent=2))
+    staging.rename(folder)
+    registered = read_version(folder)
+    get_run_logger().info("Registered %s v%d at %s", staged.name, staged.version, registered.path)
+    emit_model_registered(staged.name, staged.version, candidate.snapshot.sha256, registered.metrics)
+    return registered
+
+
+@uncached_task("Publish model report", why="shows every run its version, computed now or reused")
+def publish_model_report(registered: RegisteredVersion, candidate: Candidate) -> None:
+    """The version's metrics and edge variants as this run's model-version artifact."""
+    create_markdown_artifact(
+        _report(registered.name, registered.version, candidate),
+        key="model-version",
+        description=f"{registered.name} v{registered.version}",
+    )

@@ -1,1 +1,0 @@
-"""Conveyor's Prefect tasks, one module per concern."""
