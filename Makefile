@@ -10,7 +10,7 @@ UV_SHA256 := d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19
 UV := $(BIN)/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install lock-check demo down status lint test test-fast clean
+.PHONY: install lock-check demo down status lint docs test test-fast clean
 
 $(UV): Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,10 +43,13 @@ lint: lock-check install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint  ## the whole suite, slow end-to-end tests included (what CI runs)
+docs: install  ## the MkDocs site in build/site; --strict fails on a broken link or a missing page
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: lint docs  ## the whole suite, slow end-to-end tests included (what CI runs)
 	$(BIN)/pytest
 
-test-fast: lint
+test-fast: lint docs
 	$(BIN)/pytest -m "not slow"
 
 clean: down

@@ -23,8 +23,9 @@ from conveyor.export.onnx import (
     onnx_predict,
     onnx_session,
 )
-from conveyor.models.mlp import CATEGORY_FEATURE, NUMERIC_FEATURES, load_weights, predict
+from conveyor.models.mlp import load_weights, predict
 from conveyor.models.training import TrainedModel
+from conveyor.schema.telemetry import CATEGORY_FEATURE, NUMERIC_FEATURES
 from tests.fixtures.models import FAST_TRAINING
 
 STRICT = ParityThresholds()

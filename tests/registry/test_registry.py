@@ -13,7 +13,7 @@ import conveyor.registry.register as registry
 from conveyor.data.snapshots import Snapshot
 from conveyor.io.files import sha256_file
 from conveyor.registry.register import StagedVersion, reserve_model_version
-from conveyor.registry.store import MANIFEST, RegisteredVersion, find_edge_bundle, list_versions
+from conveyor.registry.store import MANIFEST, STAGING, RegisteredVersion, find_edge_bundle, list_versions
 from tests.fixtures.models import CANDIDATE_NAME, FAST_TRAINING, StagedCandidate, register_candidate
 
 Register = Callable[[str], RegisteredVersion]
@@ -33,7 +33,7 @@ def register(candidate: StagedCandidate, store: Path) -> Register:
 def test_versions_count_up_from_one(register: Register, store: Path, recompute: None) -> None:
     assert [register("run-a").version, register("run-b").version] == [1, 2]
     assert [v.flow_run_id for v in list_versions(store, CANDIDATE_NAME)] == ["run-a", "run-b"]
-    assert not any((store / CANDIDATE_NAME / registry.STAGING).iterdir())  # staging folders became versions
+    assert not any((store / CANDIDATE_NAME / STAGING).iterdir())  # staging folders became versions
 
 
 def test_registering_the_same_candidate_again_is_the_same_version(register: Register, store: Path) -> None:

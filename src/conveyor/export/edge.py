@@ -35,8 +35,8 @@ from conveyor.export.onnx import (
     onnx_session,
 )
 from conveyor.io.files import FolderName, sha256_file, write_atomically, write_text_atomically
-from conveyor.models.mlp import CATEGORY_FEATURE, CATEGORY_VOCABULARY, NUMERIC_FEATURES, OUTPUT_NAME
-from conveyor.schema.telemetry import LABEL
+from conveyor.models.mlp import CATEGORY_VOCABULARY, OUTPUT_NAME
+from conveyor.schema.telemetry import CATEGORY_FEATURE, LABEL, NUMERIC_FEATURES
 
 BUNDLE_FORMAT = "conveyor-edge-bundle/1"
 BUNDLE_MANIFEST = "manifest.json"

@@ -20,10 +20,8 @@ from conveyor.cache import Content, cached_task, task_output_dir
 from conveyor.data.snapshots import Snapshot, read_snapshot, split_holdout
 from conveyor.io.files import sha256_file, write_atomically
 from conveyor.models.mlp import (
-    CATEGORY_FEATURE,
     CATEGORY_VOCABULARY,
     INPUT_NAMES,
-    NUMERIC_FEATURES,
     OUTPUT_NAME,
     FailureModel,
     encode_features,
@@ -31,6 +29,7 @@ from conveyor.models.mlp import (
     predict,
 )
 from conveyor.models.training import TrainedModel
+from conveyor.schema.telemetry import CATEGORY_FEATURE, NUMERIC_FEATURES
 
 OPSET = 18
 # LabelEncoder with string keys is in ai.onnx.ml from version 2; ONNX Runtime has supported it since 1.x.

@@ -35,7 +35,8 @@ def follow_run(flow_run_id: UUID, poll_s: float = 1.0) -> Iterator[str | FlowRun
             run = client.read_flow_run(flow_run_id)
             if run.state and run.state.name != state_seen:
                 state_seen = run.state.name
-                yield _line("state", state_seen + (f": {run.state.message}" if run.state.is_final() else ""))
+                ended = f": {run.state.message}" if run.state.is_final() and run.state.message else ""
+                yield _line("state", f"{state_seen}{ended}")
             subflows = client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
             )
