@@ -25,9 +25,11 @@ $(INSTALLED): pyproject.toml uv.lock | $(UV)
 
 install: $(INSTALLED)
 
-# Fails when pyproject.toml changed and uv.lock was not updated (`uv lock`). Offline: it reads only the lock.
+# Fails when pyproject.toml changed and uv.lock was not updated (`uv lock`). The check reads only the lock
+# (offline); only when that fails does it ask the index, for uv's own explanation of what is out of date.
 lock-check: $(UV)
-	@$(UV) lock --check --offline || { echo "uv.lock does not match pyproject.toml: run '$(UV) lock' and commit uv.lock." >&2; exit 1; }
+	@$(UV) lock --check --offline --quiet 2>/dev/null || $(UV) lock --check || \
+		{ echo "uv.lock does not match pyproject.toml: run '$(UV) lock' and commit uv.lock." >&2; exit 1; }
 
 demo: install  ## bring the local stack up and run the refit pipeline once
 	$(BIN)/conveyor demo
