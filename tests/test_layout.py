@@ -14,7 +14,7 @@ SOURCE = Path(__file__).resolve().parent.parent / "src"
 # Lower layers never import higher ones; a domain may import its own layer (flows use flows, the CLI the stack).
 LAYERS: list[tuple[str, ...]] = [
     ("conveyor.schema", "conveyor.settings"),
-    ("conveyor.io", "conveyor.blocks", "conveyor.events"),
+    ("conveyor.io", "conveyor.blocks", "conveyor.events", "conveyor.environment"),
     ("conveyor.cache",),
     ("conveyor.data", "conveyor.registry.store"),
     ("conveyor.validation", "conveyor.models"),

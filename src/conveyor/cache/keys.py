@@ -19,6 +19,7 @@ from packaging.utils import canonicalize_name
 from prefect import Task
 from pydantic import BaseModel
 
+from conveyor.environment import lock_sha256
 from conveyor.io.hashing import content_hash, hash_bytes
 from conveyor.settings import get_settings
 
@@ -159,7 +160,10 @@ def code_fingerprint(function: Callable[..., Any]) -> dict[str, str]:
 
 @cache
 def dependency_fingerprint() -> str:
-    """Hash of the installed versions of every package Conveyor requires, transitively."""
+    """The locked dependency set (``uv.lock <sha256>``), or without a lock the installed versions' hash."""
+    if locked := lock_sha256():
+        # `make install` installs exactly the lock (uv sync --frozen), so the lock names what is installed.
+        return f"uv.lock {locked}"
     pending, pinned = [DISTRIBUTION], {}
     while pending:
         name = canonicalize_name(pending.pop())

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import platform
 import shutil
-from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +14,7 @@ from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
 from conveyor.cache import Content, Location, cached_task, uncached_task
+from conveyor.environment import lock_sha256, package_versions
 from conveyor.events import emit_model_registered
 from conveyor.export.edge import EdgeBundle
 from conveyor.export.onnx import KNOWN_INPUTS_FILE
@@ -67,11 +66,8 @@ def _highest_number(model_root: Path) -> int:
     return max([*numbered_folders(model_root), *numbered_folders(model_root / RESERVED)], default=0)
 
 
-def _environment() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in _RECORDED_PACKAGES:
-        versions[package] = metadata.version(package)
-    return versions
+def _environment() -> dict[str, str | None]:
+    return {**package_versions(_RECORDED_PACKAGES), "uv.lock sha256": lock_sha256()}
 
 
 def _report(name: str, version: int, candidate: Candidate, plot: str = "") -> str:
