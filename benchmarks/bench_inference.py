@@ -22,11 +22,15 @@ import torch
 from conveyor.data.synthetic import generate_telemetry
 from conveyor.export.edge import quantize_model
 from conveyor.export.onnx import onnx_inputs, onnx_run, onnx_session, to_onnx
-from conveyor.models.mlp import FailureModel, encode_features
+from conveyor.models.features import encode_features
+from conveyor.models.mlp import TabularMLP
+from conveyor.schema.spec import feature_encoding
+from conveyor.schema.telemetry import TELEMETRY
 
 LATENCY_CALLS = 2_000
 THROUGHPUT_CALLS = 200
 BATCH = 1024
+ENCODING = feature_encoding(TELEMETRY, {})
 
 
 def _median_s(call: Callable[[], object], repeats: int) -> float:
@@ -42,19 +46,20 @@ def _median_s(call: Callable[[], object], repeats: int) -> float:
 
 def _engines(hidden: list[int], frame: pd.DataFrame, threads: int, tmp: Path) -> dict[str, Callable[[int], object]]:
     """Scoring functions of n rows for torch eager, ORT fp32 and ORT int8, plus the two ONNX file sizes."""
-    numeric, codes = encode_features(frame)
-    model = FailureModel(hidden, torch.from_numpy(numeric.mean(0)), torch.from_numpy(numeric.std(0))).eval()
+    numeric, codes = encode_features(frame, ENCODING)
+    mean, std = torch.from_numpy(numeric.mean(0)), torch.from_numpy(numeric.std(0))
+    model = TabularMLP(hidden, ENCODING, mean, std).eval()
     fp32_path = tmp / f"fp32-{'x'.join(map(str, hidden))}.onnx"
-    onnx.save_model(to_onnx(model, {}), fp32_path)
+    onnx.save_model(to_onnx(model, ENCODING, {}), fp32_path)
     int8 = quantize_model(fp32_path, tmp / f"{fp32_path.stem}-int8.onnx", "int8")
     sessions = {"ort fp32": onnx_session(fp32_path, threads), "ort int8": onnx_session(Path(int8.path), threads)}
 
     def eager(n: int) -> object:
         with torch.inference_mode():
-            return model(torch.from_numpy(numeric[:n]), torch.from_numpy(codes[:n]))
+            return model(torch.from_numpy(numeric[:n]), *(torch.from_numpy(c[:n]) for c in codes))
 
     engines: dict[str, Callable[[int], object]] = {"torch eager": eager}
-    prepared = {n: onnx_inputs(frame.head(n)) for n in (1, BATCH)}
+    prepared = {n: onnx_inputs(frame.head(n), ENCODING) for n in (1, BATCH)}
     for name, session in sessions.items():
         engines[name] = partial(lambda s, n: onnx_run(s, prepared[n]), session)
     print(

@@ -43,6 +43,10 @@ from conveyor.data.synthetic import generate_telemetry, write_partition
 from conveyor.models.boosting import BoostingParams, fit_booster, train_xgboost
 from conveyor.models.cluster import ClusterSpec
 from conveyor.models.training import TrainingParams, train_model, train_rank
+from conveyor.schema.spec import feature_encoding
+from conveyor.schema.telemetry import TELEMETRY
+
+ENCODING = feature_encoding(TELEMETRY, {})
 
 
 @contextmanager
@@ -110,17 +114,17 @@ def main() -> None:
         def torch_direct() -> None:
             # In a worker thread, as the task runs it: torch's intra-op thread count is per thread.
             with ThreadPoolExecutor(1) as pool:
-                pool.submit(train_rank, 0, 1, None, snapshot.path, training, str(workdir())).result()
+                pool.submit(train_rank, 0, 1, None, snapshot.path, ENCODING, training, str(workdir())).result()
 
         runs: dict[str, Callable[[], object]] = {
             "torch direct": torch_direct,
-            "torch task": lambda: train_model(snapshot, training),
-            "torch task, 1x2": lambda: train_model(snapshot, training, spec_1x2),
-            "torch task, 2x1": lambda: train_model(snapshot, training, spec_2x1),
-            "xgboost direct": lambda: fit_booster(snapshot.path, boosting, threads=2),
-            "xgboost task": lambda: train_xgboost(snapshot, boosting),
-            "xgboost task, 1x2": lambda: train_xgboost(snapshot, boosting, spec_1x2),
-            "xgboost task, 2x1": lambda: train_xgboost(snapshot, boosting, spec_2x1),
+            "torch task": lambda: train_model(snapshot, TELEMETRY, training),
+            "torch task, 1x2": lambda: train_model(snapshot, TELEMETRY, training, spec_1x2),
+            "torch task, 2x1": lambda: train_model(snapshot, TELEMETRY, training, spec_2x1),
+            "xgboost direct": lambda: fit_booster(snapshot.path, ENCODING, boosting, threads=2),
+            "xgboost task": lambda: train_xgboost(snapshot, TELEMETRY, boosting),
+            "xgboost task, 1x2": lambda: train_xgboost(snapshot, TELEMETRY, boosting, spec_1x2),
+            "xgboost task, 2x1": lambda: train_xgboost(snapshot, TELEMETRY, boosting, spec_2x1),
         }
         times: dict[str, list[float]] = {name: [] for name in runs}
         # One untimed round first: the workers (and this process) import and initialize torch, xgboost and Conveyor.
@@ -131,7 +135,7 @@ def main() -> None:
                 seconds = _timed(runs[name])
                 if repeat >= 0:
                     times[name].append(seconds)
-        _, rows = fit_booster(snapshot.path, BoostingParams(rounds=1), threads=1)
+        _, rows = fit_booster(snapshot.path, ENCODING, BoostingParams(rounds=1), threads=1)
     best = {name: min(seconds) for name, seconds in times.items()}
     samples = {"torch": rows * args.epochs, "xgboost": rows * args.rounds}
     print(

@@ -23,6 +23,7 @@ from pathlib import Path
 from conveyor.data.snapshots import Snapshot
 from conveyor.data.synthetic import generate_telemetry
 from conveyor.io.files import sha256_file
+from conveyor.schema.telemetry import TELEMETRY
 from conveyor.validation.check import check_batch
 from conveyor.validation.contract import contract_violations, latest_allowed_timestamp
 from conveyor.validation.expectations import run_suite
@@ -57,14 +58,14 @@ def _measure(rows: int, folder: Path, repeat: int) -> dict[str, float]:
     reference = _batch(rows, folder, dt.date(2026, 1, 1))
     table = read_batch(Path(batch.path))
     frame, rows_polars = table.to_pandas(), as_polars(table)
-    assert contract_violations(rows_polars).empty, "the benchmark batch must be valid to check every row"
-    seconds = {"whole, 1st run": _seconds(lambda: check_batch(batch, reference, folder / "docs-first"))}
+    assert contract_violations(rows_polars, TELEMETRY).empty, "the benchmark batch must be valid to check every row"
+    seconds = {"whole, 1st run": _seconds(lambda: check_batch(batch, TELEMETRY, reference, folder / "docs-first"))}
     assert profile_path(reference).is_file(), "the first run keeps the reference's profile"
     calls: dict[str, Callable[[], object]] = {
-        "pandera pandas": lambda: contract_violations(frame),
-        "pandera polars": lambda: contract_violations(rows_polars),
-        "Great Expectations": lambda: run_suite(frame, latest_allowed_timestamp()),
-        "whole step": lambda: check_batch(batch, reference, folder / "docs"),
+        "pandera pandas": lambda: contract_violations(frame, TELEMETRY),
+        "pandera polars": lambda: contract_violations(rows_polars, TELEMETRY),
+        "Great Expectations": lambda: run_suite(frame, TELEMETRY, latest_allowed_timestamp()),
+        "whole step": lambda: check_batch(batch, TELEMETRY, reference, folder / "docs"),
     }
     for _ in range(repeat):
         for name, call in calls.items():
@@ -79,7 +80,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--repeat", type=int, default=3, help="best of this many interleaved runs")
     args = parser.parse_args()
-    run_suite(generate_telemetry(96, dt.date(2026, 1, 1)), latest_allowed_timestamp())  # warm-up: GX imports
+    run_suite(generate_telemetry(96, dt.date(2026, 1, 1)), TELEMETRY, latest_allowed_timestamp())  # warm-up: GX
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-validation-") as tmp:
         results = {rows: _measure(rows, Path(tmp), args.repeat) for rows in args.rows}

@@ -5,9 +5,10 @@ read the resource labels and payload keys below, e.g. ``{{ event.resource["conve
 
 | event                      | emitter     | resource id                      | labels / payload                     |
 |----------------------------|-------------|----------------------------------|--------------------------------------|
-| conveyor.data.landed       | watcher [1] | conveyor.partition.<sha256>      | conveyor.partition.path, .sha256     |
+| conveyor.data.landed       | watcher [1] | conveyor.partition.<sha256>      | conveyor.partition.path, .sha256;    |
+|                            |             |                                  | conveyor.dataset                     |
 | conveyor.validation.passed | validate    | conveyor.snapshot.<sha256>       | conveyor.snapshot.sha256, .source;   |
-|                            |             |                                  | rows                                 |
+|                            |             |                                  | conveyor.dataset; rows               |
 | conveyor.validation.failed | validate    | conveyor.snapshot.<sha256>       | as passed; summary, failed_checks    |
 | conveyor.model.registered  | refit       | conveyor.model.<name>.v<version> | conveyor.model.name; version,        |
 |                            |             |                                  | data_sha256, metrics                 |
@@ -15,6 +16,8 @@ read the resource labels and payload keys below, e.g. ``{{ event.resource["conve
 [1] the flow announce-landed-partitions, run by the landing watcher (conveyor.flows.watch).
 
 conveyor.partition.path is a local path, or a URL when the watcher polls an object store (CONVEYOR_WATCH_URL).
+conveyor.dataset names the dataset spec whose partition names the file matches (<partition_prefix>YYYY-MM-DD.parquet),
+so one stack serves several datasets: the triggers pass it on as the runs' `dataset` parameter.
 The landing watcher (conveyor.flows.watch) announces each complete partition once; the triggers in prefect.yaml
 run validate per data.landed and one refit per 300 s window of validation.passed.
 """
@@ -31,26 +34,28 @@ VALIDATION_FAILED = "conveyor.validation.failed"
 MODEL_REGISTERED = "conveyor.model.registered"
 
 
-def emit_data_landed(path: str, sha256: str) -> None:
-    """A complete partition appeared in the landing folder."""
+def emit_data_landed(path: str, sha256: str, dataset: str) -> None:
+    """A complete partition of a dataset appeared in the landing folder."""
     emit_event(
         DATA_LANDED,
         resource={
             "prefect.resource.id": f"conveyor.partition.{sha256}",
             "conveyor.partition.path": path,
             "conveyor.partition.sha256": sha256,
+            "conveyor.dataset": dataset,
         },
     )
 
 
-def emit_validation(passed: bool, sha256: str, source: str, payload: dict[str, Any]) -> None:
-    """A snapshot passed or failed its data contract."""
+def emit_validation(passed: bool, sha256: str, source: str, dataset: str, payload: dict[str, Any]) -> None:
+    """A snapshot passed or failed its dataset's contract."""
     emit_event(
         VALIDATION_PASSED if passed else VALIDATION_FAILED,
         resource={
             "prefect.resource.id": f"conveyor.snapshot.{sha256}",
             "conveyor.snapshot.sha256": sha256,
             "conveyor.snapshot.source": source,
+            "conveyor.dataset": dataset,
         },
         payload=payload,
     )

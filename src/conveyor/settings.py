@@ -94,6 +94,15 @@ class CacheSettings(_Group):
     )
 
 
+class DatasetSettings(_Group):
+    """Which dataset spec flows and commands use when none is named, and where users keep their own."""
+
+    dataset: str = Field("telemetry", description="Dataset spec used when a flow or command names none.")
+    datasets_dir: Path | None = Field(
+        None, description="Folder of your dataset specs (<name>.yaml); the built-in telemetry spec is always there."
+    )
+
+
 class ConveyorSettings(BaseSettings):
     """Conveyor's settings, in groups; override any of them with ``CONVEYOR_<NAME>``."""
 
@@ -109,6 +118,7 @@ class ConveyorSettings(BaseSettings):
     validation: ValidationSettings = Field(default_factory=ValidationSettings, description="Validation thresholds.")
     watcher: WatcherSettings = Field(default_factory=WatcherSettings, description="The landing watcher.")
     cache: CacheSettings = Field(default_factory=CacheSettings, description="The task cache.")
+    datasets: DatasetSettings = Field(default_factory=DatasetSettings, description="Dataset specs.")
 
     @computed_field  # type: ignore[prop-decorator]
     @property

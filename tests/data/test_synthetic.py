@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conveyor.data.synthetic import Corruption, Drift, generate_telemetry, write_partition
-from conveyor.schema.telemetry import LABEL, SENSORS, partition_name
+from conveyor.data.synthetic import LABEL, SENSORS, Corruption, Drift, generate_telemetry, write_partition
+from conveyor.schema.telemetry import TELEMETRY
 from conveyor.validation.contract import contract_violations
 
 DAY = dt.date(2026, 3, 1)
@@ -46,7 +46,7 @@ def test_idle_machines_do_not_vibrate() -> None:
 
 
 def test_clean_output_honours_the_contract() -> None:
-    assert contract_violations(generate_telemetry(10_000, DAY)).empty
+    assert contract_violations(generate_telemetry(10_000, DAY), TELEMETRY).empty
 
 
 def test_drift_shifts_only_the_named_sensor() -> None:
@@ -62,7 +62,7 @@ def test_drift_shifts_only_the_named_sensor() -> None:
     [(Corruption.NULLS, "temperature"), (Corruption.RANGE, "rpm"), (Corruption.TYPES, "pressure")],
 )
 def test_each_corruption_breaks_the_contract(kind: Corruption, broken_column: str) -> None:
-    violations = contract_violations(generate_telemetry(2_000, DAY, corrupt=(kind,)))
+    violations = contract_violations(generate_telemetry(2_000, DAY, corrupt=(kind,)), TELEMETRY)
     assert broken_column in set(violations["column"])
 
 
@@ -75,6 +75,6 @@ def test_malformed_drift_is_refused_with_a_reason(text: str) -> None:
 def test_partition_is_written_whole_under_its_day(tmp_path: Path) -> None:
     frame = generate_telemetry(1_000, DAY)
     path = write_partition(frame, tmp_path, DAY)
-    assert path == tmp_path / partition_name(DAY)
+    assert path == tmp_path / TELEMETRY.partition_name(DAY)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
     assert len(pd.read_parquet(path)) == 1_000

@@ -14,9 +14,9 @@ import pytest
 
 from conveyor.data.snapshots import read_snapshot
 from conveyor.export.onnx import onnx_predict, onnx_session
-from conveyor.models.mlp import OUTPUT_NAME
+from conveyor.schema.telemetry import TELEMETRY
 from tests.fixtures.cli import run_cli
-from tests.fixtures.models import StagedCandidate
+from tests.fixtures.models import ENCODING, StagedCandidate
 
 COMMANDS = ("generate", "up", "down", "status", "run", "demo", "models", "edge-run", "tune")
 
@@ -91,8 +91,8 @@ def test_edge_run_scores_like_onnx_runtime_in_process(candidate: StagedCandidate
     result = run_cli("edge-run", bundle.archive, "--input", str(rows), "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["rows"] == 300
-    expected = onnx_predict(onnx_session(Path(bundle.folder) / "model.onnx"), frame)
-    np.testing.assert_array_equal(pd.read_parquet(out)[OUTPUT_NAME].to_numpy(), expected)
+    expected = onnx_predict(onnx_session(Path(bundle.folder) / "model.onnx"), frame, ENCODING)
+    np.testing.assert_array_equal(pd.read_parquet(out)[TELEMETRY.prediction].to_numpy(), expected)
 
 
 def test_edge_run_refuses_a_tampered_bundle_in_one_sentence(candidate: StagedCandidate, tmp_path: Path) -> None:

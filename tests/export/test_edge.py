@@ -28,7 +28,7 @@ from conveyor.export.edge import (
     run_bundle,
 )
 from conveyor.export.onnx import OnnxModel, onnx_model, onnx_predict, onnx_session
-from tests.fixtures.models import FAST_TRAINING, GATEWAY, StagedCandidate
+from tests.fixtures.models import ENCODING, FAST_TRAINING, GATEWAY, StagedCandidate
 
 GENEROUS = LatencyBudget(p99_ms=1_000, min_rows_per_s=1)
 
@@ -84,7 +84,7 @@ def test_manifest_describes_the_bundle_completely(bundle: tuple[Path, Path]) -> 
 
 def test_bundle_scores_like_its_model_in_process(bundle: tuple[Path, Path], snapshot: Snapshot) -> None:
     rows = read_snapshot(snapshot).head(500)
-    expected = onnx_predict(onnx_session(bundle[0] / "model.onnx"), rows)
+    expected = onnx_predict(onnx_session(bundle[0] / "model.onnx"), rows, ENCODING)
     for path in bundle:
         with open_bundle(path) as opened:
             np.testing.assert_array_equal(run_bundle(opened, rows), expected)

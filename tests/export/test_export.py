@@ -12,21 +12,24 @@ from onnx import numpy_helper
 
 from conveyor.data.snapshots import Snapshot, read_snapshot, split_holdout
 from conveyor.export.onnx import (
-    EXPECTED_COLUMN,
     OPSET,
     OnnxModel,
     ParityError,
     ParityReport,
     ParityThresholds,
     check_onnx_parity,
+    expected_column,
     export_onnx,
     onnx_predict,
     onnx_session,
 )
 from conveyor.models.mlp import load_weights, predict
 from conveyor.models.training import TrainedModel
-from conveyor.schema.telemetry import CATEGORY_FEATURE, NUMERIC_FEATURES
+from conveyor.schema.spec import FeatureEncoding
+from conveyor.schema.telemetry import TELEMETRY
 from tests.fixtures.models import FAST_TRAINING
+
+CATEGORY = TELEMETRY.features.categorical[0].column
 
 STRICT = ParityThresholds()
 
@@ -53,34 +56,37 @@ def test_export_passes_the_parity_gate_on_every_row_set(
 
 def test_known_inputs_are_kept_and_reproduce(exported: OnnxModel, trained: TrainedModel, snapshot: Snapshot) -> None:
     known = pd.read_parquet(_check(exported, trained, snapshot).known_inputs)
-    assert "never-seen-model" in set(known[CATEGORY_FEATURE])  # an unseen machine model is among them
-    replayed = onnx_predict(onnx_session(Path(exported.path)), known)
-    np.testing.assert_allclose(replayed, known[EXPECTED_COLUMN], atol=STRICT.atol)
+    assert "never-seen-model" in set(known[CATEGORY])  # an unseen machine model is among them
+    replayed = onnx_predict(onnx_session(Path(exported.path)), known, exported.encoding)
+    np.testing.assert_allclose(replayed, known[expected_column(exported.encoding)], atol=STRICT.atol)
 
 
 def test_graph_reads_raw_strings_carries_metadata_and_takes_any_batch(exported: OnnxModel) -> None:
     proto = onnx.load(exported.path)
     metadata = {p.key: p.value for p in proto.metadata_props}
     assert metadata["data_sha256"] == "abc"
-    assert metadata["numeric_features"].split(",") == list(NUMERIC_FEATURES)
+    assert metadata["numeric_features"].split(",") == list(TELEMETRY.features.numeric)
     assert metadata["opset"] == str(OPSET)
-    strings = next(i for i in proto.graph.input if i.name == CATEGORY_FEATURE)
+    strings = next(i for i in proto.graph.input if i.name == CATEGORY)
     assert strings.type.tensor_type.elem_type == onnx.TensorProto.STRING
     session = onnx_session(Path(exported.path))
     for batch in (1, 1000):
         rows = pd.DataFrame(
-            {f: np.full(batch, 50.0) for f in NUMERIC_FEATURES} | {CATEGORY_FEATURE: ["TX-200"] * batch}
+            {f: np.full(batch, 50.0) for f in TELEMETRY.features.numeric} | {CATEGORY: ["TX-200"] * batch}
         )
-        assert onnx_predict(session, rows).shape == (batch,)
+        assert onnx_predict(session, rows, exported.encoding).shape == (batch,)
 
 
 def test_raw_strings_in_the_graph_match_python_encoding(
     exported: OnnxModel, trained: TrainedModel, snapshot: Snapshot
 ) -> None:
-    _, holdout = split_holdout(read_snapshot(snapshot), FAST_TRAINING.holdout_fraction)
-    network = load_weights(Path(trained.weights_path), trained.hidden_units)
+    _, holdout = split_holdout(read_snapshot(snapshot), FAST_TRAINING.holdout_fraction, TELEMETRY.entity)
+    encoding = trained.encoding
+    network = load_weights(Path(trained.weights_path), trained.hidden_units, encoding)
     np.testing.assert_allclose(
-        onnx_predict(onnx_session(Path(exported.path)), holdout), predict(network, holdout), atol=STRICT.atol
+        onnx_predict(onnx_session(Path(exported.path)), holdout, encoding),
+        predict(network, holdout, encoding),
+        atol=STRICT.atol,
     )
 
 
@@ -107,8 +113,8 @@ def test_swapped_feature_order_fails_the_gate(
 ) -> None:
     import conveyor.export.onnx as export
 
-    def swapped(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        inputs = original(frame)
+    def swapped(frame: pd.DataFrame, encoding: FeatureEncoding) -> dict[str, np.ndarray]:
+        inputs = original(frame, encoding)
         inputs["numeric"] = inputs["numeric"][:, ::-1].copy()
         return inputs
 

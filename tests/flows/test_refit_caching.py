@@ -114,7 +114,7 @@ def test_editing_a_helper_training_reaches_through_another_module_recomputes_tra
 ) -> None:
     tasks = _by_task(runs["edited"])
     assert tasks["Train model"] == ("miss", "code changed (conveyor.models.mlp.encode_features)")
-    assert tasks["Evaluate on held-out machines"][0] == "miss"  # it predicts through the same helper
+    assert tasks["Evaluate on held-out entities"][0] == "miss"  # it predicts through the same helper
 
 
 def test_validation_upstream_of_the_edit_is_reused(runs: dict[str, dict[str, Any]]) -> None:

@@ -26,6 +26,7 @@ from conveyor.models.cluster import ClusterSpec
 from conveyor.models.evaluation import evaluate_model
 from conveyor.models.training import TrainedModel
 from conveyor.models.tuning import run_trial
+from conveyor.schema.telemetry import TELEMETRY
 from tests.fixtures.models import FAST_BOOSTING, FAST_TRAINING, StagedCandidate
 
 TWO_WORKERS = ClusterSpec(workers=2)
@@ -35,7 +36,7 @@ STRICT = ParityThresholds()
 @pytest.fixture(scope="module")
 def boosted(snapshot: Snapshot) -> BoostedModel:
     """XGBoost trained through xgboost.dask on a LocalCluster of two worker processes."""
-    return train_xgboost(snapshot, FAST_BOOSTING, TWO_WORKERS)
+    return train_xgboost(snapshot, TELEMETRY, FAST_BOOSTING, TWO_WORKERS)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def exported(boosted: BoostedModel) -> OnnxModel:
 
 
 def _holdout(snapshot: Snapshot) -> pd.DataFrame:
-    return split_holdout(read_snapshot(snapshot), FAST_BOOSTING.holdout_fraction)[1]
+    return split_holdout(read_snapshot(snapshot), FAST_BOOSTING.holdout_fraction, TELEMETRY.entity)[1]
 
 
 def test_xgboost_on_two_dask_workers_learns_as_well_as_the_torch_model(
@@ -62,15 +63,15 @@ def test_xgboost_on_two_dask_workers_learns_as_well_as_the_torch_model(
 def test_the_same_seed_gives_a_bit_identical_booster_on_two_dask_runs(
     boosted: BoostedModel, snapshot: Snapshot, recompute: None
 ) -> None:
-    again = train_xgboost(snapshot, FAST_BOOSTING, TWO_WORKERS)
+    again = train_xgboost(snapshot, TELEMETRY, FAST_BOOSTING, TWO_WORKERS)
     assert again.model_path != boosted.model_path  # trained again, not served from the cache
     assert again.model_sha256 == boosted.model_sha256
 
 
 def test_a_different_seed_gives_a_different_booster(snapshot: Snapshot, recompute: None) -> None:
-    one = train_xgboost(snapshot, FAST_BOOSTING)
-    same = train_xgboost(snapshot, FAST_BOOSTING)
-    other = train_xgboost(snapshot, FAST_BOOSTING.model_copy(update={"seed": 1}))
+    one = train_xgboost(snapshot, TELEMETRY, FAST_BOOSTING)
+    same = train_xgboost(snapshot, TELEMETRY, FAST_BOOSTING)
+    other = train_xgboost(snapshot, TELEMETRY, FAST_BOOSTING.model_copy(update={"seed": 1}))
     assert one.world_size == 1
     assert one.model_path != same.model_path
     assert one.model_sha256 == same.model_sha256 != other.model_sha256
@@ -86,8 +87,8 @@ def test_the_booster_is_kept_as_json_and_every_round_is_logged(boosted: BoostedM
 
 
 def test_a_trial_scores_what_the_training_task_scores(snapshot: Snapshot) -> None:
-    in_process = train_xgboost(snapshot, FAST_BOOSTING)
-    trial = run_trial(snapshot, FAST_BOOSTING)
+    in_process = train_xgboost(snapshot, TELEMETRY, FAST_BOOSTING)
+    trial = run_trial(snapshot, in_process.encoding, FAST_BOOSTING)
     assert trial.model_sha256 == in_process.model_sha256
     assert trial.metrics.roc_auc == pytest.approx(in_process.final_holdout_auc, abs=1e-4)
 
@@ -103,8 +104,8 @@ def test_onnx_export_matches_xgboost_under_onnx_runtime_on_every_row_set(
         assert parity.decision_flips == 0
     holdout = _holdout(snapshot)
     np.testing.assert_allclose(
-        onnx_predict(onnx_session(Path(exported.path)), holdout),
-        predict_booster(load_booster(Path(boosted.model_path)), holdout),
+        onnx_predict(onnx_session(Path(exported.path)), holdout, boosted.encoding),
+        predict_booster(load_booster(Path(boosted.model_path)), holdout, boosted.encoding),
         atol=STRICT.atol,
     )
 
@@ -125,6 +126,6 @@ def test_the_onnx_graph_takes_the_torch_exports_raw_telemetry_signature(
 
 
 def test_the_parity_gate_fails_an_export_of_another_booster(exported: OnnxModel, snapshot: Snapshot) -> None:
-    other = train_xgboost(snapshot, BoostingParams(rounds=5, max_depth=2))
+    other = train_xgboost(snapshot, TELEMETRY, BoostingParams(rounds=5, max_depth=2))
     with pytest.raises(ParityError, match="disagrees with XGBoost"):
         check_xgboost_parity(exported, other, snapshot, FAST_BOOSTING.holdout_fraction, STRICT, None)

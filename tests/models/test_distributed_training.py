@@ -18,6 +18,7 @@ from conveyor.data.snapshots import Snapshot
 from conveyor.models.cluster import ClusterSpec
 from conveyor.models.evaluation import evaluate_model
 from conveyor.models.training import CHECKPOINTS, TrainedModel, train_model
+from conveyor.schema.telemetry import TELEMETRY
 from conveyor.settings import ConveyorSettings
 from tests.fixtures.models import FAST_TRAINING
 
@@ -31,7 +32,7 @@ def _auc(model: TrainedModel, snapshot: Snapshot) -> float:
 @pytest.fixture(scope="module")
 def two_ranks(snapshot: Snapshot) -> TrainedModel:
     """World size 2 on a LocalCluster of two worker processes."""
-    return train_model(snapshot, FAST_TRAINING, TWO_RANKS)
+    return train_model(snapshot, TELEMETRY, FAST_TRAINING, TWO_RANKS)
 
 
 def test_two_ranks_match_one_rank_on_the_held_out_metric(
@@ -45,7 +46,7 @@ def test_two_ranks_match_one_rank_on_the_held_out_metric(
 def test_two_ranks_give_bit_identical_weights_run_after_run(
     two_ranks: TrainedModel, snapshot: Snapshot, recompute: None
 ) -> None:
-    again = train_model(snapshot, FAST_TRAINING, TWO_RANKS)
+    again = train_model(snapshot, TELEMETRY, FAST_TRAINING, TWO_RANKS)
     assert again.weights_path != two_ranks.weights_path  # trained anew, not reused from the cache
     assert again.weights_sha256 == two_ranks.weights_sha256
 
@@ -92,7 +93,7 @@ def external_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_an_existing_cluster_is_reached_by_address(
     external_cluster: str, snapshot: Snapshot, two_ranks: TrainedModel
 ) -> None:
-    by_address = train_model(snapshot, FAST_TRAINING, ClusterSpec(workers=2, scheduler=external_cluster))
+    by_address = train_model(snapshot, TELEMETRY, FAST_TRAINING, ClusterSpec(workers=2, scheduler=external_cluster))
     assert by_address.weights_sha256 == two_ranks.weights_sha256
 
 

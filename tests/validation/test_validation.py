@@ -11,6 +11,7 @@ import pytest
 from conveyor.data.snapshots import Snapshot, snapshot_partition
 from conveyor.data.store import DataStore
 from conveyor.data.synthetic import Corruption, generate_telemetry, write_partition
+from conveyor.schema.telemetry import TELEMETRY
 from conveyor.validation.tasks import DataValidationError, require_valid, validate_snapshot
 
 DAY = dt.date(2026, 4, 1)
@@ -23,11 +24,11 @@ def _snapshot_of(frame: pd.DataFrame, tmp_path: Path) -> Snapshot:
 
 
 def _gate(snapshot: Snapshot) -> int:
-    return require_valid(validate_snapshot(snapshot))
+    return require_valid(validate_snapshot(snapshot, TELEMETRY))
 
 
 def test_clean_snapshot_passes_and_counts_its_rows(snapshot: Snapshot) -> None:
-    report = validate_snapshot(snapshot)
+    report = validate_snapshot(snapshot, TELEMETRY)
     assert report.passed
     assert report.violations == []
     assert require_valid(report) == report.rows > 0

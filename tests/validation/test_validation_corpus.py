@@ -9,6 +9,7 @@ import pytest
 
 from conveyor.data.snapshots import Snapshot
 from conveyor.io.files import sha256_file
+from conveyor.schema.telemetry import TELEMETRY
 from conveyor.validation.check import check_batch
 from conveyor.validation.contract import contract_violations
 from conveyor.validation.reader import as_polars, read_batch
@@ -21,7 +22,7 @@ _PANDERA_ONLY = {"timestamps out of order"}
 
 def _check(path: Path) -> ValidationReport:
     batch = Snapshot(sha256=sha256_file(path), path=str(path), source=str(path), size_bytes=path.stat().st_size)
-    return check_batch(batch)
+    return check_batch(batch, TELEMETRY)
 
 
 def test_every_bad_batch_is_refused_by_name(bad_batch: tuple[str, Path, str | None]) -> None:
@@ -48,7 +49,9 @@ def test_both_pandera_backends_say_the_same_about_every_readable_bad_batch(name:
     path = tmp_path / "telemetry-bad.parquet"
     BAD_BATCHES[name][0](path)
     table = read_batch(path)
-    assert _named(contract_violations(as_polars(table))) == _named(contract_violations(table.to_pandas()))
+    assert _named(contract_violations(as_polars(table), TELEMETRY)) == _named(
+        contract_violations(table.to_pandas(), TELEMETRY)
+    )
 
 
 def test_the_corpus_has_at_least_twenty_kinds_of_damage() -> None:

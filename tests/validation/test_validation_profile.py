@@ -11,6 +11,7 @@ import pytest
 from conveyor.data.snapshots import Snapshot
 from conveyor.data.synthetic import Drift, generate_telemetry
 from conveyor.io.files import sha256_file
+from conveyor.schema.telemetry import TELEMETRY
 from conveyor.validation.check import check_batch
 from conveyor.validation.report import ValidationReport
 from conveyor.validation.statistics import PROFILE_SUFFIX, profile_path, reference_profile
@@ -39,7 +40,7 @@ def _psi_columns(report: ValidationReport) -> list[str]:
 
 
 def test_the_first_check_keeps_the_profile_beside_the_reference_as_json(reference: Snapshot, drifted: Snapshot) -> None:
-    report = check_batch(drifted, reference)
+    report = check_batch(drifted, TELEMETRY, reference)
     kept = profile_path(reference)
     assert kept == Path(reference.path).with_name(f"{reference.sha256}{PROFILE_SUFFIX}")
     profile = json.loads(kept.read_text())
@@ -51,27 +52,29 @@ def test_the_first_check_keeps_the_profile_beside_the_reference_as_json(referenc
 
 
 def test_a_kept_profile_is_used_without_reading_the_reference_again(reference: Snapshot, drifted: Snapshot) -> None:
-    check_batch(drifted, reference)
+    check_batch(drifted, TELEMETRY, reference)
     kept = profile_path(reference).read_bytes()
     # Were the reference's rows read again, these bytes would fail to parse and the statistics would be lost.
     Path(reference.path).write_bytes(b"not parquet any more")
-    report = check_batch(drifted, reference)
+    report = check_batch(drifted, TELEMETRY, reference)
     assert report.reference_sha256 == reference.sha256
     assert _psi_columns(report) == ["temperature"]
     assert profile_path(reference).read_bytes() == kept
 
 
 def test_a_profile_of_other_bytes_is_computed_again(reference: Snapshot, drifted: Snapshot) -> None:
-    stale = reference_profile(reference).model_copy(update={"sha256": "0" * 64, "features": {}})
+    stale = reference_profile(reference, TELEMETRY.features.numeric).model_copy(
+        update={"sha256": "0" * 64, "features": {}}
+    )
     profile_path(reference).write_text(stale.model_dump_json())
-    report = check_batch(drifted, reference)
+    report = check_batch(drifted, TELEMETRY, reference)
     assert _psi_columns(report) == ["temperature"]
     assert json.loads(profile_path(reference).read_text())["sha256"] == reference.sha256
 
 
 def test_a_torn_profile_is_computed_again(reference: Snapshot) -> None:
     profile_path(reference).write_text('{"sha256": "')
-    assert reference_profile(reference).sha256 == reference.sha256
+    assert reference_profile(reference, TELEMETRY.features.numeric).sha256 == reference.sha256
     assert json.loads(profile_path(reference).read_text())["sha256"] == reference.sha256
 
 
@@ -82,6 +85,6 @@ def test_a_failed_profile_write_leaves_no_partial_file_and_keeps_the_statistics(
         raise OSError("disk full")
 
     monkeypatch.setattr(Path, "replace", refuse)
-    report = check_batch(drifted, reference)
+    report = check_batch(drifted, TELEMETRY, reference)
     assert _psi_columns(report) == ["temperature"]
     assert sorted(p.name for p in Path(reference.path).parent.iterdir()) == [Path(reference.path).name]

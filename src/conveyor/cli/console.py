@@ -17,6 +17,9 @@ from conveyor.settings import configure_prefect_env
 SETTINGS = configure_prefect_env()
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+DatasetOption = Annotated[
+    str | None, typer.Option("--dataset", help="Dataset spec by name; default: CONVEYOR_DATASET (telemetry).")
+]
 
 
 class CommandError(Exception):

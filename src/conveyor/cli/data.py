@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from conveyor.cli.console import CommandError, JsonFlag, fail, show
+from conveyor.cli.console import CommandError, DatasetOption, JsonFlag, fail, show
 
 # `conveyor validate`: exit status of a file that cannot be read at all (1 means read, and invalid).
 _UNREADABLE = 2
@@ -52,8 +52,9 @@ def generate(
 def validate(
     path: Annotated[Path, typer.Argument(help="A parquet batch to check where it lies; it is never moved.")],
     as_json: JsonFlag = False,
+    dataset: DatasetOption = None,
 ) -> None:
-    """Check a batch against the contract: exit 0 if valid, 1 if invalid, 2 if it cannot be read at all."""
+    """Check a batch against its dataset's contract: exit 0 if valid, 1 if invalid, 2 if it cannot be read at all."""
     import tempfile
 
     from conveyor.blocks import ConveyorStores
@@ -61,6 +62,7 @@ def validate(
     from conveyor.data.snapshots import Snapshot
     from conveyor.data.store import DataStore
     from conveyor.io.files import sha256_file
+    from conveyor.schema.catalog import find_spec
     from conveyor.validation.check import check_batch
     from conveyor.validation.reference import find_reference
     from conveyor.validation.report import write_report
@@ -71,10 +73,11 @@ def validate(
         batch = Snapshot(sha256=sha256_file(path), path=str(path), source=str(path), size_bytes=path.stat().st_size)
     except OSError as error:
         fail(f"cannot read {path}: {error.strerror or error}.", _UNREADABLE)
+    spec = find_spec(dataset)
     stores = ConveyorStores.resolve()
     data_store = DataStore.of(stores)
     with tempfile.TemporaryDirectory(prefix="conveyor-data-docs-") as docs:
-        report = check_batch(batch, find_reference(stores.model_path, data_store), Path(docs))
+        report = check_batch(batch, spec, find_reference(stores.model_path, data_store), Path(docs))
         report = write_report(report.model_copy(update={"data_docs": docs}), report_folder(data_store, batch.sha256))
     outcome = {"passed": report.passed, "summary": report.summary(), "report": report.report_dir, **report.model_dump()}
     if not report.readable and not as_json:

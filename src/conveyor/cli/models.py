@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from conveyor.cli.console import CommandError, JsonFlag, show
+from conveyor.cli.console import CommandError, DatasetOption, JsonFlag, show
 
 
 def models(as_json: JsonFlag = False) -> None:
@@ -24,7 +24,7 @@ def models(as_json: JsonFlag = False) -> None:
 
 
 def train_command(
-    data: Annotated[Path, typer.Argument(help="A telemetry parquet file.")],
+    data: Annotated[Path, typer.Argument(help="A parquet file of the dataset's rows.")],
     workers: Annotated[int, typer.Option(min=1, help="Training ranks; more than 1 trains with DDP on Dask.")] = 1,
     scheduler: Annotated[
         str | None, typer.Option(help="Existing Dask scheduler, e.g. tcp://host:8786; default: a local cluster.")
@@ -36,6 +36,7 @@ def train_command(
         Path | None, typer.Option(help="Folder to copy the model file and the evaluation plot into.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Train again even if a cached model exists.")] = False,
+    dataset: DatasetOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train and evaluate on a data file as a flow run (DDP or xgboost.dask across Dask workers when asked)."""
@@ -58,6 +59,7 @@ def train_command(
         force_recompute=force,
         family=family,
         boosting=BoostingParams(rounds=rounds),
+        dataset=dataset,
         return_state=True,
     )
     if not state.is_completed():
@@ -75,7 +77,7 @@ def train_command(
 
 
 def tune_command(
-    data: Annotated[Path, typer.Argument(help="A telemetry parquet file.")],
+    data: Annotated[Path, typer.Argument(help="A parquet file of the dataset's rows.")],
     workers: Annotated[int, typer.Option(min=1, help="Dask workers the trials run on side by side.")] = 2,
     scheduler: Annotated[
         str | None, typer.Option(help="Existing Dask scheduler, e.g. tcp://host:8786; default: a local cluster.")
@@ -88,6 +90,7 @@ def tune_command(
         bool, typer.Option("--compare-torch", help="Also train the torch model and compare the families.")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Run every trial again even if cached.")] = False,
+    dataset: DatasetOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Search XGBoost hyper-parameters on a data file, trials fanned out on Dask workers, as a flow run."""
@@ -125,6 +128,7 @@ def tune_command(
         cluster=cluster,
         compare_torch=TrainingParams() if compare_torch else None,
         force_recompute=force,
+        dataset=dataset,
         return_state=True,
     )
     if not state.is_completed():
@@ -142,16 +146,15 @@ def tune_command(
 
 def edge_run(
     bundle: Annotated[Path, typer.Argument(help="An edge bundle: its folder or its .tar.gz.")],
-    input_file: Annotated[Path, typer.Option("--input", help="Raw telemetry rows: a parquet or CSV file.")],
+    input_file: Annotated[Path, typer.Option("--input", help="Raw rows: a parquet or CSV file.")],
     out: Annotated[Path | None, typer.Option(help="Write the probabilities here (parquet).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Verify an edge bundle against its manifest and score raw telemetry with it."""
+    """Verify an edge bundle against its manifest and score raw rows with it."""
     import pandas as pd
 
     from conveyor.export.edge import open_bundle, run_bundle
     from conveyor.io.files import write_atomically
-    from conveyor.models.mlp import OUTPUT_NAME
 
     frame = pd.read_csv(input_file) if input_file.suffix == ".csv" else pd.read_parquet(input_file)
     with open_bundle(bundle) as opened:
@@ -159,18 +162,18 @@ def edge_run(
         manifest = opened.manifest
     threshold = manifest["decision_threshold"]
     if out:
-        scored = pd.DataFrame({OUTPUT_NAME: probabilities})
+        scored = pd.DataFrame({manifest["output"]["name"]: probabilities})
         write_atomically(out, lambda tmp: scored.to_parquet(tmp, index=False))
     summary = {
         "model": f"{manifest['model_name']} v{manifest['model_version']}",
         "target": manifest["target"]["name"],
         "rows": len(probabilities),
-        "predicted_failures": int((probabilities >= threshold).sum()),
+        "predicted_positive": int((probabilities >= threshold).sum()),
         "out": str(out) if out else None,
     }
     text = (
         f"{summary['model']} on {summary['target']}: {summary['rows']} rows scored, "
-        f"{summary['predicted_failures']} predicted to fail within 7 days"
+        f"{summary['predicted_positive']} predicted {manifest['encoding']['label']} = 1"
         + (f"; probabilities in {out}" if out else "")
     )
     show(summary, as_json, text)

@@ -59,9 +59,10 @@ def demo(
     """Bring the stack up, land a first partition unless one exists, and run refit/default."""
     from conveyor.blocks import ConveyorStores
     from conveyor.data.snapshots import landed_partitions
+    from conveyor.schema.telemetry import TELEMETRY
 
     up(as_json=False)
     landing = ConveyorStores.resolve().landing_path
-    if not landed_partitions(landing):
+    if not landed_partitions(landing, TELEMETRY):
         generate(rows=rows, day=None, days=1, out=landing)
     run("refit/default", param=None, as_json=False)

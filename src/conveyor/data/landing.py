@@ -16,10 +16,8 @@ from conveyor.cache import uncached_task
 from conveyor.data.snapshots import Snapshot
 from conveyor.events import emit_data_landed
 from conveyor.io.files import sha256_file, write_text_atomically
-from conveyor.schema.telemetry import PARTITION_PREFIX
 from conveyor.settings import get_settings
 
-PARTITION_GLOB = f"{PARTITION_PREFIX}*.parquet"
 _CHUNK = 1 << 20
 # What fsspec backends report as "this object changed": local files give mtime, object stores an ETag or date.
 _VERSION_KEYS = ("mtime", "LastModified", "last_modified", "ETag", "etag", "created")
@@ -42,6 +40,7 @@ class LandedPartition(BaseModel):
     url: str = Field(description="Where it landed: a local path, or a URL such as s3://bucket/key.")
     sha256: str
     signature: FileSignature
+    dataset: str = Field("telemetry", description="The dataset spec whose partition names it matches.")
 
 
 class WatcherState(BaseModel):
@@ -69,8 +68,8 @@ def _signature(info: dict[str, Any]) -> FileSignature:
     return FileSignature(size=int(info.get("size") or 0), version=version)
 
 
-def scan_landing(url: str, pattern: str = PARTITION_GLOB) -> dict[str, FileSignature]:
-    """Every partition file under a local folder or object-store URL, with its current signature."""
+def scan_landing(url: str, pattern: str) -> dict[str, FileSignature]:
+    """Every file matching a dataset's partition glob under a local folder or object-store URL, with its signature."""
     fs, root = url_to_fs(url)
     if not fs.exists(root):
         return {}
@@ -101,10 +100,10 @@ def sha256_url(url: str) -> str:
 
 
 @uncached_task("Announce landed partition", why="emits events")
-def announce_partition(url: str, signature: FileSignature) -> LandedPartition:
-    """Hash a complete partition and emit conveyor.data.landed about it."""
-    landed = LandedPartition(url=url, sha256=sha256_url(url), signature=signature)
-    emit_data_landed(landed.url, landed.sha256)
+def announce_partition(url: str, signature: FileSignature, dataset: str) -> LandedPartition:
+    """Hash a complete partition and emit conveyor.data.landed about it, naming its dataset."""
+    landed = LandedPartition(url=url, sha256=sha256_url(url), signature=signature, dataset=dataset)
+    emit_data_landed(landed.url, landed.sha256, dataset)
     return landed
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from conveyor.cache import Content, Descriptive, cached_task, uncached_task
 from conveyor.data.store import DataStore
 from conveyor.io.files import sha256_file
-from conveyor.schema.telemetry import PARTITION_PREFIX, partition_name
+from conveyor.schema.spec import DatasetSpec
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -34,27 +34,29 @@ class Snapshot(BaseModel):
     size_bytes: int
 
 
-def landed_partitions(landing_dir: Path) -> list[Path]:
-    """Every landed partition, oldest first (names carry the day)."""
-    return sorted(landing_dir.glob(f"{PARTITION_PREFIX}*.parquet")) if landing_dir.is_dir() else []
+def landed_partitions(landing_dir: Path, spec: DatasetSpec) -> list[Path]:
+    """Every landed partition of a dataset, oldest first (names carry the day)."""
+    return sorted(landing_dir.glob(spec.partition_glob)) if landing_dir.is_dir() else []
 
 
-def newest_partition(landing_dir: Path) -> Path | None:
-    """The newest landed partition, or None when none has landed."""
-    landed = landed_partitions(landing_dir)
+def newest_partition(landing_dir: Path, spec: DatasetSpec) -> Path | None:
+    """The dataset's newest landed partition, or None when none has landed."""
+    landed = landed_partitions(landing_dir, spec)
     return landed[-1] if landed else None
 
 
 @uncached_task("Find landed partition", why="looks up the landing folder")
-def find_partition(landing_dir: Path, day: dt.date | None = None, partition: str | None = None) -> Path:
-    """Locate the partition to train on: a named file, a day's file, or the newest one."""
+def find_partition(
+    landing_dir: Path, spec: DatasetSpec, day: dt.date | None = None, partition: str | None = None
+) -> Path:
+    """Locate the partition to train on: a named file, a day's file, or the dataset's newest one."""
     if partition:
         path = Path(partition)
         path = path if path.is_absolute() else landing_dir / path
     elif day:
-        path = landing_dir / partition_name(day)
+        path = landing_dir / spec.partition_name(day)
     else:
-        newest = newest_partition(landing_dir)
+        newest = newest_partition(landing_dir, spec)
         if newest is None:
             raise PartitionNotFoundError(
                 f"No partition has landed in {landing_dir} yet; run `conveyor generate` first."
@@ -74,9 +76,9 @@ def snapshot_partition(partition: Path, data_store: DataStore) -> Snapshot:
 
 
 @uncached_task("Find newest landed partition", why="looks up the landing folder")
-def find_newest_partition(landing_dir: Path) -> Path | None:
-    """The newest landed partition (production's latest data), or None when none has landed."""
-    return newest_partition(landing_dir)
+def find_newest_partition(landing_dir: Path, spec: DatasetSpec) -> Path | None:
+    """The dataset's newest landed partition (production's latest data), or None when none has landed."""
+    return newest_partition(landing_dir, spec)
 
 
 def snapshot_key(sha256: str) -> str:
@@ -110,14 +112,14 @@ def read_snapshot(snapshot: Snapshot) -> pd.DataFrame:
     return pd.read_parquet(snapshot.path)
 
 
-def split_holdout(frame: pd.DataFrame, holdout_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split by machine so that no machine is in both parts (its rows share one label)."""
-    bucket = frame["machine_id"].astype(str).map(lambda m: zlib.crc32(m.encode()) % 1000)
+def split_holdout(frame: pd.DataFrame, holdout_fraction: float, entity: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split by entity (a machine, a customer) so that none is in both parts: its rows share one label."""
+    bucket = frame[entity].astype(str).map(lambda m: zlib.crc32(m.encode()) % 1000)
     in_holdout = bucket < int(holdout_fraction * 1000)
     if in_holdout.all() or not in_holdout.any():
-        machines = frame["machine_id"].nunique()
+        entities = frame[entity].nunique()
         raise ValueError(
-            f"Cannot hold out {holdout_fraction:.0%} of {machines} machines and still train on the rest; "
-            "land more machines or change holdout_fraction."
+            f"Cannot hold out {holdout_fraction:.0%} of {entities} {entity} values and still train on the rest; "
+            "land more of them or change holdout_fraction."
         )
     return frame[~in_holdout].reset_index(drop=True), frame[in_holdout].reset_index(drop=True)

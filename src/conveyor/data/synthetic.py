@@ -12,9 +12,15 @@ import numpy as np
 import pandas as pd
 
 from conveyor.io.files import write_atomically
-from conveyor.schema.telemetry import LABEL, MACHINE_MODELS, SENSORS, partition_name
+from conveyor.schema.telemetry import TELEMETRY
 
 READINGS_PER_MACHINE_PER_DAY = 96  # one reading every 15 minutes
+# Column names come from the telemetry spec; the physics below is this generator's own.
+MACHINE, TIME, LABEL = TELEMETRY.entity, TELEMETRY.event_time or "timestamp", TELEMETRY.label
+MODEL = TELEMETRY.features.categorical[0].column
+MACHINE_MODELS = tuple(TELEMETRY.vocabulary(MODEL) or ())
+AGE = "age_days"
+SENSORS = tuple(column for column in TELEMETRY.features.numeric if column != AGE)
 
 # Per machine model: how much faster it wears (shifts failure risk) and its nominal rpm.
 _MODEL_WEAR = {"TX-100": 0.0, "TX-200": 0.35, "VX-300": -0.25, "HX-400": 0.6}
@@ -70,17 +76,17 @@ def generate_telemetry(
     timestamps = start + pd.to_timedelta(reading_idx * (24 * 60 // READINGS_PER_MACHINE_PER_DAY), unit="min")
 
     wear = fleet["wear"][machine_idx]
-    model = fleet["machine_model"][machine_idx]
+    model = fleet[MODEL][machine_idx]
     nominal_rpm = np.vectorize(_MODEL_RPM.__getitem__, otypes=[float])(model) if rows else np.zeros(0)
     idle = rng.random(rows) < 0.05
     rpm = np.where(idle, 0.0, nominal_rpm * (1 + 0.05 * rng.standard_normal(rows)))
     load = rpm / np.maximum(nominal_rpm, 1.0)
     frame = pd.DataFrame(
         {
-            "machine_id": fleet["machine_id"][machine_idx],
-            "timestamp": timestamps,
-            "machine_model": pd.Categorical(model, categories=MACHINE_MODELS),
-            "age_days": fleet["age_days"][machine_idx],
+            MACHINE: fleet[MACHINE][machine_idx],
+            TIME: timestamps,
+            MODEL: pd.Categorical(model, categories=MACHINE_MODELS),
+            AGE: fleet[AGE][machine_idx],
             "temperature": 55 + 12 * load + 8 * wear + 2.5 * rng.standard_normal(rows),
             "vibration": load * (0.6 + 0.5 * np.maximum(wear, 0)) + 0.08 * rng.standard_normal(rows).clip(-3, 3) * load,
             "pressure": 101 - 5 * wear + 1.5 * rng.standard_normal(rows),
@@ -90,7 +96,8 @@ def generate_telemetry(
         }
     )
     frame["vibration"] = frame["vibration"].clip(lower=0.0)
-    frame = frame.sort_values(["machine_id", "timestamp"], kind="stable").reset_index(drop=True)
+    frame = frame[list(TELEMETRY.columns)]  # the spec's columns, in its order: a spec the physics misses fails here
+    frame = frame.sort_values([MACHINE, TIME], kind="stable").reset_index(drop=True)
     for d in drift:
         frame[d.sensor] = frame[d.sensor] + d.shift
     return _corrupt(frame, corrupt, corrupt_fraction, rng) if corrupt else frame
@@ -105,9 +112,9 @@ def _fleet(n_machines: int, seed: int) -> dict[str, np.ndarray]:
     wear = 0.9 * rng.standard_normal(n_machines) + 1.2 * (age_days / 3650) + model_wear
     failure_risk = 1 / (1 + np.exp(-(3.5 * (wear - 1.6))))
     return {
-        "machine_id": np.array([f"M-{i:05d}" for i in range(n_machines)]),
-        "machine_model": models,
-        "age_days": age_days.astype("int64"),
+        MACHINE: np.array([f"M-{i:05d}" for i in range(n_machines)]),
+        MODEL: models,
+        AGE: age_days.astype("int64"),
         "wear": wear,
         LABEL: (rng.random(n_machines) < failure_risk).astype("int64"),
     }
@@ -123,7 +130,7 @@ def _corrupt(
         rows = rng.choice(len(frame), size=n, replace=False)
         if kind is Corruption.NULLS:
             frame.loc[rows, "temperature"] = np.nan
-            frame.loc[rows, "machine_model"] = None
+            frame.loc[rows, MODEL] = None
         elif kind is Corruption.RANGE:
             frame.loc[rows, "rpm"] = -frame.loc[rows, "rpm"] - 1
             frame.loc[rows, "voltage"] = 10_000.0
@@ -135,6 +142,6 @@ def _corrupt(
 
 def write_partition(frame: pd.DataFrame, out_dir: Path, day: dt.date) -> Path:
     """Write one day's partition into a landing folder without ever exposing a half-written file."""
-    target = out_dir / partition_name(day)
+    target = out_dir / TELEMETRY.partition_name(day)
     write_atomically(target, lambda tmp: frame.to_parquet(tmp, index=False))
     return target

@@ -35,8 +35,8 @@ from conveyor.export.onnx import (
     onnx_session,
 )
 from conveyor.io.files import FolderName, sha256_file, write_atomically, write_text_atomically
-from conveyor.models.mlp import CATEGORY_VOCABULARY, OUTPUT_NAME
-from conveyor.schema.telemetry import CATEGORY_FEATURE, LABEL, NUMERIC_FEATURES
+from conveyor.models.features import NUMERIC_INPUT
+from conveyor.schema.spec import FeatureEncoding
 
 BUNDLE_FORMAT = "conveyor-edge-bundle/1"
 BUNDLE_MANIFEST = "manifest.json"
@@ -135,11 +135,12 @@ def quantize_for_edge(exported: OnnxModel, target: EdgeTarget) -> OnnxModel:
 def check_edge_accuracy(
     fp32: OnnxModel, edge: OnnxModel, snapshot: Snapshot, holdout_fraction: float, target: EdgeTarget
 ) -> EdgeAccuracy:
-    """Fail unless the edge variant keeps ROC AUC and decisions within the target's limits on held-out machines."""
-    _, holdout = split_holdout(read_snapshot(snapshot), holdout_fraction)
-    labels = holdout[LABEL].to_numpy()
-    reference = onnx_predict(onnx_session(Path(fp32.path)), holdout)
-    variant = onnx_predict(onnx_session(Path(edge.path), target.threads), holdout)
+    """Fail unless the edge variant keeps ROC AUC and decisions within the target's limits on held-out entities."""
+    encoding = fp32.encoding
+    _, holdout = split_holdout(read_snapshot(snapshot), holdout_fraction, encoding.entity)
+    labels = holdout[encoding.label].to_numpy()
+    reference = onnx_predict(onnx_session(Path(fp32.path)), holdout, encoding)
+    variant = onnx_predict(onnx_session(Path(edge.path), target.threads), holdout, encoding)
     accuracy = EdgeAccuracy(
         target=target.name,
         roc_auc_fp32=float(roc_auc_score(labels, reference)),
@@ -152,7 +153,7 @@ def check_edge_accuracy(
     create_table_artifact(
         [{**accuracy.model_dump(), "size_ratio": round(accuracy.size_ratio, 3)}],
         key=f"edge-accuracy-{target.name}",
-        description=f"{target.quantization} variant for {target.name} versus fp32 on held-out machines",
+        description=f"{target.quantization} variant for {target.name} versus fp32 on held-out entities",
     )
     if accuracy.auc_drop > target.max_auc_drop or accuracy.flip_rate > target.max_flip_rate:
         raise EdgeAccuracyError(
@@ -171,17 +172,19 @@ def check_edge_accuracy(
     return accuracy
 
 
-def _input_schema() -> list[dict[str, Any]]:
-    return [
-        {"name": "numeric", "dtype": "float32", "shape": ["batch", len(NUMERIC_FEATURES)], "columns": NUMERIC_FEATURES},
+def _input_schema(encoding: FeatureEncoding) -> list[dict[str, Any]]:
+    numeric = {"name": NUMERIC_INPUT, "dtype": "float32", "shape": ["batch", len(encoding.numeric)]}
+    categorical = [
         {
-            "name": CATEGORY_FEATURE,
+            "name": column,
             "dtype": "string",
             "shape": ["batch"],
-            "vocabulary": CATEGORY_VOCABULARY[1:],
-            "unknown": "any other string shares the <unknown> embedding",
-        },
+            "vocabulary": categories,
+            "unknown": "any other string shares the unknown embedding",
+        }
+        for column, categories in encoding.categorical.items()
     ]
+    return [{**numeric, "columns": encoding.numeric}, *categorical]
 
 
 @cached_task("Build edge bundle")
@@ -191,7 +194,8 @@ def build_edge_bundle(
     """Write the bundle's manifest (hash of every file, input schema, thresholds, runtime needs) and its tarball."""
     folder = task_output_dir() / target.name
     write_atomically(folder / Path(edge.path).name, lambda tmp: shutil.copyfile(edge.path, tmp))
-    samples = pd.read_parquet(known_inputs, columns=[*NUMERIC_FEATURES, CATEGORY_FEATURE])
+    encoding = edge.encoding
+    samples = pd.read_parquet(known_inputs, columns=[*encoding.numeric, *encoding.categorical])
     write_atomically(folder / SAMPLE_INPUTS_FILE, lambda tmp: samples.to_parquet(tmp, index=False))
     manifest = {
         "format": BUNDLE_FORMAT,
@@ -201,8 +205,9 @@ def build_edge_bundle(
         "data_sha256": data_sha256,
         "opset": edge.opset,
         "min_onnxruntime": MIN_ONNXRUNTIME_FOR_OPSET[edge.opset],
-        "inputs": _input_schema(),
-        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", 1]},
+        "inputs": _input_schema(encoding),
+        "encoding": encoding.model_dump(),
+        "output": {"name": encoding.prediction, "dtype": "float32", "shape": ["batch", 1]},
         "decision_threshold": DECISION_THRESHOLD,
         "files": {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.name != BUNDLE_MANIFEST},
     }
@@ -277,11 +282,12 @@ def open_bundle(path: Path) -> Iterator[OpenedBundle]:
 
 
 def run_bundle(bundle: OpenedBundle, frame: pd.DataFrame) -> np.ndarray:
-    """Failure probabilities for raw telemetry rows from a verified bundle."""
-    missing = [c for c in (*NUMERIC_FEATURES, CATEGORY_FEATURE) if c not in frame.columns]
+    """Probabilities for raw rows from a verified bundle, read as its manifest's encoding says."""
+    encoding = FeatureEncoding.model_validate(bundle.manifest["encoding"])
+    missing = [c for c in (*encoding.numeric, *encoding.categorical) if c not in frame.columns]
     if missing:
         raise ValueError(f"The input lacks the columns {', '.join(missing)} the bundle reads.")
-    return onnx_predict(bundle.session(), frame)
+    return onnx_predict(bundle.session(), frame, encoding)
 
 
 def _timed(call: Callable[[], object], repeats: int) -> list[float]:
@@ -304,8 +310,9 @@ def measure_latency(bundle_path: Path, budget: LatencyBudget) -> LatencyReport:
         session = bundle.session()
         samples = pd.read_parquet(bundle.folder / SAMPLE_INPUTS_FILE)
         # Inputs are prepared once: the device hands the runtime ready arrays, so only inference is timed.
-        one = onnx_inputs(samples.head(1))
-        batch = onnx_inputs(samples.sample(_THROUGHPUT_BATCH, replace=True, random_state=0))
+        encoding = FeatureEncoding.model_validate(bundle.manifest["encoding"])
+        one = onnx_inputs(samples.head(1), encoding)
+        batch = onnx_inputs(samples.sample(_THROUGHPUT_BATCH, replace=True, random_state=0), encoding)
         for _ in range(20):  # warm-up: first calls allocate
             onnx_run(session, one)
         single = _timed(lambda: onnx_run(session, one), _LATENCY_CALLS)

@@ -19,25 +19,17 @@ from pydantic import BaseModel, Field
 from conveyor.cache import Content, cached_task, task_output_dir
 from conveyor.data.snapshots import Snapshot, read_snapshot, split_holdout
 from conveyor.io.files import sha256_file, write_atomically
-from conveyor.models.mlp import (
-    CATEGORY_VOCABULARY,
-    INPUT_NAMES,
-    OUTPUT_NAME,
-    FailureModel,
-    encode_features,
-    load_weights,
-    predict,
-)
+from conveyor.models.features import NUMERIC_INPUT, encode_features, input_names
+from conveyor.models.mlp import TabularMLP, load_weights, predict
 from conveyor.models.training import TrainedModel
-from conveyor.schema.telemetry import CATEGORY_FEATURE, NUMERIC_FEATURES
+from conveyor.schema.spec import FeatureEncoding
 
 OPSET = 18
 # LabelEncoder with string keys is in ai.onnx.ml from version 2; ONNX Runtime has supported it since 1.x.
 ML_OPSET = 2
 DECISION_THRESHOLD = 0.5
 KNOWN_INPUTS_FILE = "parity_inputs.parquet"
-EXPECTED_COLUMN = "expected_failure_probability"
-_CODES = f"{CATEGORY_FEATURE}_code"
+EXPECTED_PREFIX = "expected_"  # the known inputs' column of expected outputs: expected_<prediction>
 _KNOWN_HELD_OUT_ROWS = 200
 _PRODUCTION_SAMPLE_ROWS = 2_000
 
@@ -47,26 +39,27 @@ class ParityError(AssertionError):
 
 
 class OnnxModel(BaseModel):
-    """An exported model file."""
+    """An exported model file, and how it reads rows (from the encoding stamped in its metadata)."""
 
     path: Annotated[str, Content]
     sha256: str
     opset: int
     size_bytes: int
+    encoding: FeatureEncoding
 
 
 class ParityThresholds(BaseModel):
     """How far ONNX Runtime may stray from the trained model: |onnx - ref| <= atol + rtol * |ref| on every row."""
 
-    atol: float = Field(1e-5, ge=0, description="Absolute tolerance on the failure probability.")
-    rtol: float = Field(1e-4, ge=0, description="Relative tolerance on the failure probability.")
+    atol: float = Field(1e-5, ge=0, description="Absolute tolerance on the predicted probability.")
+    rtol: float = Field(1e-4, ge=0, description="Relative tolerance on the predicted probability.")
 
 
 class SetParity(BaseModel):
     """Agreement on one set of rows."""
 
     rows: int
-    max_abs_error: float = Field(description="Largest absolute difference in failure probability.")
+    max_abs_error: float = Field(description="Largest absolute difference in predicted probability.")
     max_rel_error: float = Field(description="Largest difference relative to the reference model's probability.")
     out_of_tolerance: int = Field(description="Rows outside atol + rtol * |torch|.")
     decision_flips: int = Field(description=f"Rows whose class at threshold {DECISION_THRESHOLD} differs.")
@@ -86,27 +79,31 @@ class ParityReport(BaseModel):
     )
 
 
-def prepend_string_lookup(proto: onnx.ModelProto) -> None:
-    """Let the graph take machine_model as raw strings: a LabelEncoder maps them to the codes the model reads."""
+def prepend_string_lookups(proto: onnx.ModelProto, encoding: FeatureEncoding) -> None:
+    """Let the graph take categorical columns as raw strings: a LabelEncoder each maps them to the model's codes."""
     graph = proto.graph
-    codes_input = next(i for i in graph.input if i.name == CATEGORY_FEATURE)
-    batch_dim = codes_input.type.tensor_type.shape.dim[0]
-    for node in graph.node:
-        node.input[:] = [_CODES if name == CATEGORY_FEATURE else name for name in node.input]
-    graph.input.remove(codes_input)
-    strings = helper.make_tensor_value_info(CATEGORY_FEATURE, TensorProto.STRING, [batch_dim.dim_param or None])
-    graph.input.append(strings)
-    lookup = helper.make_node(
-        "LabelEncoder",
-        [CATEGORY_FEATURE],
-        [_CODES],
-        domain="ai.onnx.ml",
-        keys_strings=list(CATEGORY_VOCABULARY[1:]),
-        values_int64s=list(range(1, len(CATEGORY_VOCABULARY))),
-        default_int64=0,  # machine models never seen in training share the <unknown> embedding
-        name="machine_model_lookup",
-    )
-    graph.node.insert(0, lookup)
+    for column, categories in encoding.categorical.items():
+        codes = f"{column}_code"
+        codes_input = next(i for i in graph.input if i.name == column)
+        batch_dim = codes_input.type.tensor_type.shape.dim[0]
+        for node in graph.node:
+            node.input[:] = [codes if name == column else name for name in node.input]
+        graph.input.remove(codes_input)
+        strings = helper.make_tensor_value_info(column, TensorProto.STRING, [batch_dim.dim_param or None])
+        graph.input.append(strings)
+        lookup = helper.make_node(
+            "LabelEncoder",
+            [column],
+            [codes],
+            domain="ai.onnx.ml",
+            keys_strings=list(categories),
+            values_int64s=list(range(1, len(categories) + 1)),
+            default_int64=0,  # categories never seen in training share the unknown embedding
+            name=f"{column}_lookup",
+        )
+        graph.node.insert(0, lookup)
+    if not encoding.categorical:
+        return  # no lookup: the graph needs no ai.onnx.ml import
     # A graph of tree ensembles already imports ai.onnx.ml; a domain may be imported only once.
     ml = next((o for o in proto.opset_import if o.domain == "ai.onnx.ml"), None)
     if ml is None:
@@ -115,12 +112,13 @@ def prepend_string_lookup(proto: onnx.ModelProto) -> None:
         ml.version = max(ml.version, ML_OPSET)
 
 
-def stamp_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:
+def stamp_metadata(proto: onnx.ModelProto, metadata: dict[str, str], encoding: FeatureEncoding) -> None:
     """Replace the graph's metadata with the caller's plus the input contract, then check the whole model."""
     stamped = {
         **metadata,
-        "numeric_features": ",".join(NUMERIC_FEATURES),
-        "category_vocabulary": ",".join(CATEGORY_VOCABULARY),
+        "numeric_features": ",".join(encoding.numeric),
+        **{f"categories.{column}": ",".join(values) for column, values in encoding.categorical.items()},
+        "encoding": encoding.model_dump_json(),
         "opset": str(OPSET),
         "producer": "conveyor",
     }
@@ -130,51 +128,66 @@ def stamp_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:
     onnx.checker.check_model(proto, full_check=True)
 
 
-def to_onnx(network: FailureModel, metadata: dict[str, str]) -> onnx.ModelProto:
-    """The network as a checked ONNX graph over raw telemetry, with a dynamic batch axis and metadata."""
+class _Traceable(torch.nn.Module):
+    """The network with a signature torch.export traces (it sees no ``*codes``): a matrix and a list of codes."""
+
+    def __init__(self, network: TabularMLP):
+        super().__init__()
+        self.network = network
+
+    def forward(self, numeric: torch.Tensor, codes: list[torch.Tensor]) -> torch.Tensor:
+        """The wrapped network's probabilities."""
+        return self.network(numeric, *codes)
+
+
+def to_onnx(network: TabularMLP, encoding: FeatureEncoding, metadata: dict[str, str]) -> onnx.ModelProto:
+    """The network as a checked ONNX graph over raw rows, with a dynamic batch axis and metadata."""
     batch = torch.export.Dim("batch", min=1)
-    example = (torch.zeros(2, len(NUMERIC_FEATURES)), torch.zeros(2, dtype=torch.int64))
+    # Lists, not tuples: torch.onnx.export turns the dynamic shapes' tuples into lists and then compares structures.
+    codes = [torch.zeros(2, dtype=torch.int64) for _ in encoding.categorical]
     program = torch.onnx.export(
-        network,
-        example,
-        input_names=list(INPUT_NAMES),
-        output_names=[OUTPUT_NAME],
+        _Traceable(network),
+        (torch.zeros(2, len(encoding.numeric)), codes),
+        input_names=input_names(encoding),
+        output_names=[encoding.prediction],
         opset_version=OPSET,
         dynamo=True,
-        dynamic_shapes=({0: batch}, {0: batch}),
+        dynamic_shapes=({0: batch}, [{0: batch} for _ in codes]),
         external_data=False,
     )
     assert program is not None
     proto = program.model_proto
-    prepend_string_lookup(proto)
-    stamp_metadata(proto, metadata)
+    prepend_string_lookups(proto, encoding)
+    stamp_metadata(proto, metadata, encoding)
     return proto
 
 
 def onnx_model(path: Path) -> OnnxModel:
-    """Describe an ONNX file on disk."""
-    opset = next(
-        o.version for o in onnx.load(path, load_external_data=False).opset_import if o.domain in ("", "ai.onnx")
+    """Describe an ONNX file on disk that Conveyor exported (its metadata holds the feature encoding)."""
+    proto = onnx.load(path, load_external_data=False)
+    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    stamped = {prop.key: prop.value for prop in proto.metadata_props}
+    encoding = FeatureEncoding.model_validate_json(stamped["encoding"])
+    return OnnxModel(
+        path=str(path), sha256=sha256_file(path), opset=opset, size_bytes=path.stat().st_size, encoding=encoding
     )
-    return OnnxModel(path=str(path), sha256=sha256_file(path), opset=opset, size_bytes=path.stat().st_size)
 
 
 @cached_task("Export to ONNX")
 def export_onnx(model: TrainedModel, metadata: dict[str, str]) -> OnnxModel:
-    """Export the trained model over raw telemetry, check the graph, and stamp its metadata."""
-    proto = to_onnx(load_weights(Path(model.weights_path), model.hidden_units), metadata)
+    """Export the trained model over raw rows, check the graph, and stamp its metadata."""
+    network = load_weights(Path(model.weights_path), model.hidden_units, model.encoding)
+    proto = to_onnx(network, model.encoding, metadata)
     path = task_output_dir() / "model.onnx"
     write_atomically(path, lambda tmp: onnx.save_model(proto, tmp))
     return onnx_model(path)
 
 
-def onnx_inputs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Raw telemetry rows as the graph's inputs: sensors as float32, machine models as strings."""
-    numeric, _ = encode_features(frame)
-    return {
-        "numeric": numeric,
-        CATEGORY_FEATURE: frame[CATEGORY_FEATURE].astype(str).to_numpy(dtype=object),
-    }
+def onnx_inputs(frame: pd.DataFrame, encoding: FeatureEncoding) -> dict[str, np.ndarray]:
+    """Raw rows as the graph's inputs: numeric features as float32, categorical columns as strings."""
+    numeric, _ = encode_features(frame, encoding)
+    strings = {column: frame[column].astype(str).to_numpy(dtype=object) for column in encoding.categorical}
+    return {NUMERIC_INPUT: numeric, **strings}
 
 
 def onnx_session(path: Path, threads: int = 0) -> ort.InferenceSession:
@@ -186,14 +199,14 @@ def onnx_session(path: Path, threads: int = 0) -> ort.InferenceSession:
 
 
 def onnx_run(session: ort.InferenceSession, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """Failure probabilities for inputs already shaped as the graph takes them, shape (rows,)."""
-    (output,) = session.run([OUTPUT_NAME], inputs)
+    """Probabilities for inputs already shaped as the graph takes them (its one output), shape (rows,)."""
+    (output,) = session.run(None, inputs)
     return np.asarray(output).ravel()
 
 
-def onnx_predict(session: ort.InferenceSession, frame: pd.DataFrame) -> np.ndarray:
-    """Failure probabilities from ONNX Runtime for raw telemetry rows, shape (rows,)."""
-    return onnx_run(session, onnx_inputs(frame))
+def onnx_predict(session: ort.InferenceSession, frame: pd.DataFrame, encoding: FeatureEncoding) -> np.ndarray:
+    """Probabilities from ONNX Runtime for raw rows, shape (rows,)."""
+    return onnx_run(session, onnx_inputs(frame, encoding))
 
 
 def compare(actual: np.ndarray, expected: np.ndarray, thresholds: ParityThresholds) -> SetParity:
@@ -208,37 +221,45 @@ def compare(actual: np.ndarray, expected: np.ndarray, thresholds: ParityThreshol
     )
 
 
-def known_inputs(holdout: pd.DataFrame) -> pd.DataFrame:
-    """A fixed set of rows kept with the model: held-out rows plus the extremes of every sensor and an unseen model."""
+def expected_column(encoding: FeatureEncoding) -> str:
+    """The known inputs' column of the expected outputs (expected_failure_probability for telemetry)."""
+    return f"{EXPECTED_PREFIX}{encoding.prediction}"
+
+
+def known_inputs(holdout: pd.DataFrame, encoding: FeatureEncoding) -> pd.DataFrame:
+    """A fixed set of rows kept with the model: held-out rows, every numeric extreme and an unseen category each."""
     rows = holdout.head(_KNOWN_HELD_OUT_ROWS)
     edges = []
-    for feature in NUMERIC_FEATURES:
+    for feature in encoding.numeric:
         for value in (holdout[feature].min(), holdout[feature].max(), 0.0):
             edge = rows.iloc[[0]].copy()
             edge[feature] = value
             edges.append(edge)
-    unseen = rows.iloc[[0]].copy()
-    unseen[CATEGORY_FEATURE] = "never-seen-model"
-    frame = pd.concat([rows, *edges, unseen], ignore_index=True)
-    frame[CATEGORY_FEATURE] = frame[CATEGORY_FEATURE].astype(str)
-    return frame
+    for column in encoding.categorical:
+        unseen = rows.iloc[[0]].copy()
+        unseen[column] = f"never-seen-{column}"
+        edges.append(unseen)
+    frame = pd.concat([rows, *edges], ignore_index=True)
+    return frame.astype(dict.fromkeys(encoding.categorical, str))
 
 
-def production_sample(partition: Path | None) -> pd.DataFrame | None:
+def production_sample(partition: Path | None, encoding: FeatureEncoding) -> pd.DataFrame | None:
     """Rows of a landed partition with complete features, or None when there is nothing usable."""
     if partition is None:
         return None
     try:
         frame = pd.read_parquet(partition)
-        numeric = frame[list(NUMERIC_FEATURES)].apply(pd.to_numeric, errors="coerce")
+        numeric = frame[encoding.numeric].apply(pd.to_numeric, errors="coerce")
+        categories = frame[list(encoding.categorical)].notna().all(axis=1)
     except (OSError, ValueError, KeyError):
         return None  # an unreadable partition is the validate flow's business, not the export's
-    usable = frame[np.isfinite(numeric).all(axis=1) & frame[CATEGORY_FEATURE].notna()]
+    usable = frame[np.isfinite(numeric).all(axis=1) & categories]
     return usable.sample(min(len(usable), _PRODUCTION_SAMPLE_ROWS), random_state=0) if len(usable) else None
 
 
 def check_parity(
     onnx_path: Path,
+    encoding: FeatureEncoding,
     reference: Callable[[pd.DataFrame], np.ndarray],
     against: str,
     holdout: pd.DataFrame,
@@ -248,14 +269,15 @@ def check_parity(
 ) -> ParityReport:
     """Compare ONNX Runtime with the model's own predictions on every row set; keep the known inputs; fail if apart."""
     session = onnx_session(onnx_path)
-    known = known_inputs(holdout)
-    known[EXPECTED_COLUMN] = reference(known)
+    known = known_inputs(holdout, encoding)
+    known[expected_column(encoding)] = reference(known)
     write_atomically(known_path, lambda tmp: known.to_parquet(tmp, index=False))
-    row_sets = {"held-out": holdout, "known inputs": known, "production sample": production_sample(production)}
+    sample = production_sample(production, encoding)
+    row_sets = {"held-out": holdout, "known inputs": known, "production sample": sample}
     report = ParityReport(
         known_inputs=str(known_path),
         sets={
-            name: compare(onnx_predict(session, rows), reference(rows), thresholds)
+            name: compare(onnx_predict(session, rows, encoding), reference(rows), thresholds)
             for name, rows in row_sets.items()
             if rows is not None
         },
@@ -294,11 +316,13 @@ def check_onnx_parity(
     production: Path | None,
 ) -> ParityReport:
     """Fail unless ONNX Runtime matches PyTorch on held-out rows, the stored known inputs and production data."""
-    network = load_weights(Path(model.weights_path), model.hidden_units)
-    _, holdout = split_holdout(read_snapshot(snapshot), holdout_fraction)
+    encoding = model.encoding
+    network = load_weights(Path(model.weights_path), model.hidden_units, encoding)
+    _, holdout = split_holdout(read_snapshot(snapshot), holdout_fraction, encoding.entity)
     return check_parity(
         Path(exported.path),
-        lambda rows: predict(network, rows),
+        encoding,
+        lambda rows: predict(network, rows, encoding),
         "PyTorch",
         holdout,
         thresholds,

@@ -21,8 +21,8 @@ from conveyor.models.training import TrainingParams
 from conveyor.registry.candidate import build_candidate
 from conveyor.registry.register import publish_model_report, register_model_version, reserve_model_version
 from conveyor.registry.store import RegisteredVersion
+from conveyor.schema.catalog import find_spec
 
-DEFAULT_MODEL_NAME = "failure-predictor"
 DEFAULT_TRAINING = TrainingParams()
 DEFAULT_CLUSTER = ClusterSpec()
 DEFAULT_PARITY = ParityThresholds()
@@ -43,15 +43,22 @@ def refit(
     cluster: ClusterSpec = Field(
         DEFAULT_CLUSTER, description="Train in-process (1 worker), on a local Dask cluster, or on one by address."
     ),
-    model_name: FolderName = Field(DEFAULT_MODEL_NAME, description="Registry name of the model."),
+    model_name: FolderName | None = Field(
+        None, description="Registry name of the model; empty: the dataset's (failure-predictor for telemetry)."
+    ),
     parity: ParityThresholds = Field(DEFAULT_PARITY, description="How closely ONNX Runtime must reproduce PyTorch."),
     edge_targets: list[EdgeTarget] = Field(
         DEFAULT_EDGE_TARGETS, description="Devices to build a bundle for, and their accuracy limits."
     ),
     force_recompute: bool = Field(False, description="Recompute every task instead of reusing cached results."),
+    dataset: str | None = Field(
+        None, description="Dataset spec by name (contract, features); empty: CONVEYOR_DATASET (telemetry)."
+    ),
 ) -> RegisteredVersion:
     """Validate, train, evaluate, export to ONNX and edge bundles, register; unchanged steps reuse cached results."""
     stores = ConveyorStores.resolve()
+    spec = find_spec(dataset)
+    model_name = model_name or spec.model_name
     with reporting_cache_use():
         # A subflow: the batch is checked, and kept or quarantined, exactly as `validate` does; it raises if invalid.
         # It does not announce: a passed event would trigger another refit (deployments/prefect.yaml).
@@ -62,9 +69,10 @@ def refit(
             model_name=model_name,
             announce=False,
             force_recompute=force_recompute,
+            dataset=spec.name,
         )
-        production = find_newest_partition(stores.landing_path)
-        candidate = build_candidate(data, training, cluster, model_name, parity, edge_targets, production)
+        production = find_newest_partition(stores.landing_path, spec)
+        candidate = build_candidate(data, spec, training, cluster, model_name, parity, edge_targets, production)
         run_id = str(flow_run.id or "local")
         staged = reserve_model_version(stores.model_path, model_name, candidate, run_id)
         known_inputs = Path(candidate.parity.known_inputs)

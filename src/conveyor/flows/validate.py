@@ -15,6 +15,8 @@ from conveyor.data.quarantine import keep_report, quarantine_batch, report_folde
 from conveyor.data.snapshots import Snapshot, find_partition, find_snapshot, snapshot_partition
 from conveyor.data.store import DataStore
 from conveyor.io.files import FolderName
+from conveyor.schema.catalog import find_spec
+from conveyor.schema.spec import DatasetSpec
 from conveyor.validation.reference import find_training_reference
 from conveyor.validation.tasks import announce_validation, publish_report, require_valid, validate_snapshot
 
@@ -22,6 +24,7 @@ from conveyor.validation.tasks import announce_validation, publish_report, requi
 def find_batch(
     stores: ConveyorStores,
     data_store: DataStore,
+    spec: DatasetSpec,
     partition: str | None,
     day: dt.date | None,
     snapshot: str | None,
@@ -32,7 +35,7 @@ def find_batch(
         return find_snapshot(data_store, snapshot)
     if file:
         return inspect_landed_file(Path(file), None)
-    return inspect_landed_file(find_partition(stores.landing_path, day, partition), stores.landing_path)
+    return inspect_landed_file(find_partition(stores.landing_path, spec, day, partition), stores.landing_path)
 
 
 @flow(name="validate")
@@ -56,13 +59,18 @@ def validate(
         description="A parquet file anywhere, checked where it lies and never moved (a failing one is copied into "
         "the quarantine); overrides partition and day.",
     ),
+    dataset: str | None = Field(
+        None, description="Dataset spec by name (partition names, contract); empty: CONVEYOR_DATASET (telemetry)."
+    ),
 ) -> Snapshot:
     """Validate a batch with pandera and Great Expectations; snapshot it if valid, quarantine it if not."""
     stores = ConveyorStores.resolve()
     data_store = DataStore.of(stores)
+    spec = find_spec(dataset)
     with reporting_cache_use():
-        batch = find_batch(stores, data_store, partition, day, snapshot, file)
-        report = validate_snapshot(batch, find_training_reference(stores.model_path, data_store, model_name))
+        batch = find_batch(stores, data_store, spec, partition, day, snapshot, file)
+        reference = find_training_reference(stores.model_path, data_store, model_name)
+        report = validate_snapshot(batch, spec, reference)
         if report.passed:
             kept = batch if snapshot else snapshot_partition(Path(batch.path), data_store)
             folder = report_folder(data_store, batch.sha256)

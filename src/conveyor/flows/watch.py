@@ -31,6 +31,7 @@ from conveyor.data.landing import (  # noqa: E402
     complete_partitions,
     scan_landing,
 )
+from conveyor.schema.catalog import find_spec, known_specs  # noqa: E402
 
 
 @flow(name="announce-landed-partitions")
@@ -38,12 +39,23 @@ def announce_landed_partitions(
     partitions: Annotated[
         dict[str, FileSignature], Field(description="Complete partitions by URL, with the size and version seen.")
     ],
+    datasets: Annotated[dict[str, str], Field(description="The dataset of each partition, by URL.")],
 ) -> list[LandedPartition]:
     """Emit conveyor.data.landed for each complete new partition the watcher found."""
-    landed = [announce_partition(url, signature) for url, signature in partitions.items()]
+    landed = [announce_partition(url, signature, datasets[url]) for url, signature in partitions.items()]
     for partition in landed:
         get_run_logger().info("Announced %s (sha256 %s)", partition.url, partition.sha256[:12])
     return landed
+
+
+def _scan_every_dataset(url: str) -> tuple[dict[str, FileSignature], dict[str, str]]:
+    """Partitions of every known dataset (specs are read afresh each poll: a new one is watched at once)."""
+    current: dict[str, FileSignature] = {}
+    datasets: dict[str, str] = {}
+    for spec in map(find_spec, known_specs()):
+        for found, signature in scan_landing(url, spec.partition_glob).items():
+            current[found], datasets[found] = signature, spec.name
+    return current, datasets
 
 
 def watch(stop: threading.Event, max_polls: int | None = None) -> None:
@@ -54,9 +66,9 @@ def watch(stop: threading.Event, max_polls: int | None = None) -> None:
     polls = 0
     while not stop.is_set() and (max_polls is None or polls < max_polls):
         try:
-            current = scan_landing(url)
+            current, datasets = _scan_every_dataset(url)
             if ready := complete_partitions(previous, current, state):
-                for landed in announce_landed_partitions({u: current[u] for u in ready}):
+                for landed in announce_landed_partitions({u: current[u] for u in ready}, datasets):
                     state.announced[landed.url] = landed
                 state.save(SETTINGS.watcher_state_file)  # after the events left: a crash re-announces, never skips
         except Exception as error:  # an unreachable store or API must not end the watcher; the next poll retries

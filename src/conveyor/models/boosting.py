@@ -25,8 +25,8 @@ from conveyor.data.snapshots import Snapshot, read_snapshot, split_holdout
 from conveyor.io.files import sha256_file, write_atomically
 from conveyor.models.cluster import ClusterSpec, dask_client, pick_ranks
 from conveyor.models.evaluation import Evaluation, publish_evaluation
-from conveyor.models.mlp import encode_features
-from conveyor.schema.telemetry import LABEL
+from conveyor.models.features import encode_features, encode_labels, training_encoding
+from conveyor.schema.spec import DatasetSpec, FeatureEncoding
 
 BOOSTER_FILE = "booster.json"
 ROUNDS_FILE = "rounds.jsonl"
@@ -76,19 +76,20 @@ class BoostedModel(BaseModel):
     rounds: int
     train_rows: int
     final_train_logloss: float
-    final_holdout_auc: float = Field(description="ROC AUC on held-out machines after the last round.")
+    final_holdout_auc: float = Field(description="ROC AUC on held-out entities after the last round.")
+    encoding: FeatureEncoding = Field(description="How the booster reads rows: its features and categories.")
     world_size: int = Field(description="Dask workers that trained it; 1 is in-process.")
     wall_s: Annotated[float, Descriptive]
 
 
-def boosting_features(frame: pd.DataFrame) -> np.ndarray:
-    """The torch model's inputs as one float32 matrix: the sensors, then the machine model's vocabulary code."""
-    numeric, codes = encode_features(frame)
-    return np.column_stack([numeric, codes.astype(np.float32)])
+def boosting_features(frame: pd.DataFrame, encoding: FeatureEncoding) -> np.ndarray:
+    """The torch model's inputs as one float32 matrix: the numeric features, then each category's code."""
+    numeric, codes = encode_features(frame, encoding)
+    return np.column_stack([numeric, *(c.astype(np.float32) for c in codes)])
 
 
-def _labels(frame: pd.DataFrame) -> np.ndarray:
-    return frame[LABEL].to_numpy(dtype=np.float32)
+def _labels(frame: pd.DataFrame, encoding: FeatureEncoding) -> np.ndarray:
+    return encode_labels(frame, encoding).ravel()
 
 
 def load_booster(path: Path) -> xgb.Booster:
@@ -96,9 +97,9 @@ def load_booster(path: Path) -> xgb.Booster:
     return xgb.Booster(model_file=str(path))
 
 
-def predict_booster(booster: xgb.Booster, frame: pd.DataFrame) -> np.ndarray:
-    """Failure probabilities for raw telemetry rows, shape (rows,)."""
-    return np.asarray(booster.inplace_predict(boosting_features(frame)), dtype=np.float32).ravel()
+def predict_booster(booster: xgb.Booster, frame: pd.DataFrame, encoding: FeatureEncoding) -> np.ndarray:
+    """Probabilities of label 1 for raw rows, shape (rows,)."""
+    return np.asarray(booster.inplace_predict(boosting_features(frame, encoding)), dtype=np.float32).ravel()
 
 
 class _RoundLog(xgb.callback.TrainingCallback):
@@ -121,12 +122,16 @@ class _RoundLog(xgb.callback.TrainingCallback):
 
 
 def fit_booster(
-    snapshot_path: str, params: BoostingParams, threads: int | None, rounds_log: Path | None = None
+    snapshot_path: str,
+    encoding: FeatureEncoding,
+    params: BoostingParams,
+    threads: int | None,
+    rounds_log: Path | None = None,
 ) -> tuple[xgb.Booster, int]:
-    """Train in this process on the training machines, evaluating on the held-out ones each round."""
-    train, holdout = split_holdout(pd.read_parquet(snapshot_path), params.holdout_fraction)
-    dtrain = xgb.DMatrix(boosting_features(train), _labels(train))
-    dheld = xgb.DMatrix(boosting_features(holdout), _labels(holdout))
+    """Train in this process on the training entities, evaluating on the held-out ones each round."""
+    train, holdout = split_holdout(pd.read_parquet(snapshot_path), params.holdout_fraction, encoding.entity)
+    dtrain = xgb.DMatrix(boosting_features(train, encoding), _labels(train, encoding))
+    dheld = xgb.DMatrix(boosting_features(holdout, encoding), _labels(holdout, encoding))
     booster = xgb.train(
         params.booster_params(threads),
         dtrain,
@@ -138,15 +143,17 @@ def fit_booster(
     return booster, len(train)
 
 
-def load_shard(snapshot_path: str, holdout_fraction: float, rank: int, world: int) -> dict[str, np.ndarray]:
+def load_shard(
+    snapshot_path: str, encoding: FeatureEncoding, holdout_fraction: float, rank: int, world: int
+) -> dict[str, np.ndarray]:
     """One worker's rows (rank::world of each split), read by the worker itself from the data store."""
-    train, holdout = split_holdout(pd.read_parquet(snapshot_path), holdout_fraction)
+    train, holdout = split_holdout(pd.read_parquet(snapshot_path), holdout_fraction, encoding.entity)
     train, holdout = train.iloc[rank::world], holdout.iloc[rank::world]
     return {
-        "train_x": boosting_features(train),
-        "train_y": _labels(train),
-        "held_x": boosting_features(holdout),
-        "held_y": _labels(holdout),
+        "train_x": boosting_features(train, encoding),
+        "train_y": _labels(train, encoding),
+        "held_x": boosting_features(holdout, encoding),
+        "held_y": _labels(holdout, encoding),
     }
 
 
@@ -155,13 +162,25 @@ def _shapes(shard: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
 
 
 def _fit_on_dask(
-    client: Client, workers: int, snapshot_path: str, params: BoostingParams, rounds_log: Path
+    client: Client,
+    workers: int,
+    snapshot_path: str,
+    encoding: FeatureEncoding,
+    params: BoostingParams,
+    rounds_log: Path,
 ) -> tuple[xgb.Booster, int]:
     """xgboost.dask over one shard per worker; each shard stays on the worker that read it."""
     addresses = pick_ranks(client, workers)
     shards = [
         client.submit(
-            load_shard, snapshot_path, params.holdout_fraction, rank, workers, workers=[a], allow_other_workers=False
+            load_shard,
+            snapshot_path,
+            encoding,
+            params.holdout_fraction,
+            rank,
+            workers,
+            workers=[a],
+            allow_other_workers=False,
         )
         for rank, a in enumerate(addresses)
     ]
@@ -224,9 +243,12 @@ class _RoundProgress:
 
 
 @cached_task("Train XGBoost model")
-def train_xgboost(snapshot: Snapshot, params: BoostingParams, cluster: ClusterSpec | None = None) -> BoostedModel:
+def train_xgboost(
+    snapshot: Snapshot, spec: DatasetSpec, params: BoostingParams, cluster: ClusterSpec | None = None
+) -> BoostedModel:
     """Train gradient-boosted trees (xgboost.dask across Dask workers when asked) and save them as JSON."""
     cluster = cluster or ClusterSpec()
+    encoding = training_encoding(snapshot, spec, params.holdout_fraction)
     workdir = task_output_dir()
     rounds_log = workdir / ROUNDS_FILE
     rounds_log.unlink(missing_ok=True)  # a fresh log per attempt: rounds are not resumed
@@ -236,11 +258,11 @@ def train_xgboost(snapshot: Snapshot, params: BoostingParams, cluster: ClusterSp
         if cluster.distributed:
             with dask_client(cluster) as client:
                 future: Future[tuple[xgb.Booster, int]] = pool.submit(
-                    _fit_on_dask, client, cluster.workers, snapshot.path, params, rounds_log
+                    _fit_on_dask, client, cluster.workers, snapshot.path, encoding, params, rounds_log
                 )
                 booster, train_rows = _wait(future, progress)
         else:
-            future = pool.submit(fit_booster, snapshot.path, params, None, rounds_log)
+            future = pool.submit(fit_booster, snapshot.path, encoding, params, None, rounds_log)
             booster, train_rows = _wait(future, progress)
     wall_s = time.perf_counter() - started
     progress.report()
@@ -258,6 +280,7 @@ def train_xgboost(snapshot: Snapshot, params: BoostingParams, cluster: ClusterSp
         train_rows=train_rows,
         final_train_logloss=last["train logloss"],
         final_holdout_auc=last["holdout auc"],
+        encoding=encoding,
         world_size=cluster.workers,
         wall_s=wall_s,
     )
@@ -270,9 +293,9 @@ def _wait(future: Future[tuple[xgb.Booster, int]], progress: _RoundProgress) -> 
     return future.result()
 
 
-@cached_task("Evaluate XGBoost model on held-out machines")
+@cached_task("Evaluate XGBoost model on held-out entities")
 def evaluate_xgboost(model: BoostedModel, snapshot: Snapshot, holdout_fraction: float) -> Evaluation:
     """Score the held-out split with the same metrics, plot and artifact as the torch model."""
-    _, holdout = split_holdout(read_snapshot(snapshot), holdout_fraction)
-    probabilities = predict_booster(load_booster(Path(model.model_path)), holdout)
-    return publish_evaluation(holdout, probabilities, snapshot)
+    _, holdout = split_holdout(read_snapshot(snapshot), holdout_fraction, model.encoding.entity)
+    probabilities = predict_booster(load_booster(Path(model.model_path)), holdout, model.encoding)
+    return publish_evaluation(holdout, probabilities, snapshot, model.encoding)

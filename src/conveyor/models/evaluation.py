@@ -18,7 +18,7 @@ from conveyor.cache import Content, cached_task, task_output_dir
 from conveyor.data.snapshots import Snapshot, read_snapshot, split_holdout
 from conveyor.models.mlp import load_weights, predict
 from conveyor.models.training import TrainedModel
-from conveyor.schema.telemetry import LABEL
+from conveyor.schema.spec import FeatureEncoding
 
 _CALIBRATION_BINS = 10
 
@@ -81,17 +81,20 @@ def plot_evaluation(labels: np.ndarray, probabilities: np.ndarray, metrics: Metr
     return path
 
 
-@cached_task("Evaluate on held-out machines")
+@cached_task("Evaluate on held-out entities")
 def evaluate_model(model: TrainedModel, snapshot: Snapshot, holdout_fraction: float) -> Evaluation:
     """Score the held-out split: ROC AUC, PR AUC, log loss, Brier score and calibration."""
-    _, holdout = split_holdout(read_snapshot(snapshot), holdout_fraction)
-    probabilities = predict(load_weights(Path(model.weights_path), model.hidden_units), holdout)
-    return publish_evaluation(holdout, probabilities, snapshot)
+    encoding = model.encoding
+    _, holdout = split_holdout(read_snapshot(snapshot), holdout_fraction, encoding.entity)
+    probabilities = predict(load_weights(Path(model.weights_path), model.hidden_units, encoding), holdout, encoding)
+    return publish_evaluation(holdout, probabilities, snapshot, encoding)
 
 
-def publish_evaluation(holdout: pd.DataFrame, probabilities: np.ndarray, snapshot: Snapshot) -> Evaluation:
+def publish_evaluation(
+    holdout: pd.DataFrame, probabilities: np.ndarray, snapshot: Snapshot, encoding: FeatureEncoding
+) -> Evaluation:
     """Metrics, plot (in the running task's folder), artifact and log line of any model's held-out probabilities."""
-    labels = holdout[LABEL].to_numpy(dtype=float)
+    labels = holdout[encoding.label].to_numpy(dtype=float)
     metrics = compute_metrics(labels, probabilities)
     plot = plot_evaluation(labels, probabilities, metrics, task_output_dir() / "evaluation.png")
     create_table_artifact(

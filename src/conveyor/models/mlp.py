@@ -1,4 +1,9 @@
-"""The failure model: raw telemetry in, failure probability out, preprocessing inside the network."""
+"""The tabular MLP: raw rows in, the probability of label 1 out, preprocessing inside the network.
+
+Its inputs follow the model's feature encoding (conveyor.schema.spec.FeatureEncoding): one float32 matrix of the
+numeric features, standardized inside the network, and one int64 vector of codes per categorical feature, each
+embedded (code 0 stands for every category the training rows never held).
+"""
 
 from __future__ import annotations
 
@@ -9,77 +14,70 @@ import pandas as pd
 import torch
 from torch import nn
 
-from conveyor.schema.telemetry import CATEGORY_FEATURE, LABEL, MACHINE_MODELS, NUMERIC_FEATURES
+from conveyor.models.features import encode_features
+from conveyor.schema.spec import FeatureEncoding
 
-# Index 0 is kept for machine models the training data never saw.
-CATEGORY_VOCABULARY = ("<unknown>", *MACHINE_MODELS)
-INPUT_NAMES = ("numeric", CATEGORY_FEATURE)
-OUTPUT_NAME = "failure_probability"
 _EMBEDDING_DIM = 3
 
 
-class FailureModel(nn.Module):
-    """An MLP over standardized sensors and an embedded machine model."""
+class TabularMLP(nn.Module):
+    """An MLP over standardized numeric features and one embedding per categorical feature."""
 
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, hidden_units: list[int], mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
+    def __init__(
+        self,
+        hidden_units: list[int],
+        encoding: FeatureEncoding,
+        mean: torch.Tensor | None = None,
+        std: torch.Tensor | None = None,
+    ):
         super().__init__()
-        width = len(NUMERIC_FEATURES)
+        width = len(encoding.numeric)
         # Buffers, not parameters: scaling travels with the weights and into the ONNX graph.
         self.register_buffer("mean", mean if mean is not None else torch.zeros(width))
         self.register_buffer("std", std if std is not None else torch.ones(width))
-        self.embedding = nn.Embedding(len(CATEGORY_VOCABULARY), _EMBEDDING_DIM)
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(len(categories) + 1, _EMBEDDING_DIM) for categories in encoding.categorical.values()
+        )
         layers: list[nn.Module] = []
-        fan_in = width + _EMBEDDING_DIM
+        fan_in = width + _EMBEDDING_DIM * len(self.embeddings)
         for units in hidden_units:
             layers += [nn.Linear(fan_in, units), nn.ReLU()]
             fan_in = units
         layers.append(nn.Linear(fan_in, 1))
         self.mlp = nn.Sequential(*layers)
 
-    def logits(self, numeric: torch.Tensor, machine_model: torch.Tensor) -> torch.Tensor:
-        """Unnormalized failure scores, shape (batch, 1)."""
+    def logits(self, numeric: torch.Tensor, *codes: torch.Tensor) -> torch.Tensor:
+        """Unnormalized scores, shape (batch, 1)."""
         scaled = (numeric - self.mean) / self.std
-        return self.mlp(torch.cat([scaled, self.embedding(machine_model)], dim=1))
+        embedded = [embedding(code) for embedding, code in zip(self.embeddings, codes, strict=True)]
+        return self.mlp(torch.cat([scaled, *embedded], dim=1))
 
-    def forward(self, numeric: torch.Tensor, machine_model: torch.Tensor) -> torch.Tensor:
-        """Failure probability within 7 days, shape (batch, 1)."""
-        return torch.sigmoid(self.logits(numeric, machine_model))
-
-
-def encode_features(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Raw telemetry columns as the model's two inputs (float32 sensors, int64 category codes)."""
-    numeric = frame[list(NUMERIC_FEATURES)].to_numpy(dtype=np.float32, copy=True)
-    lookup = {name: code for code, name in enumerate(CATEGORY_VOCABULARY)}
-    codes = frame[CATEGORY_FEATURE].astype(str).map(lambda name: lookup.get(name, 0)).to_numpy(np.int64, copy=True)
-    return numeric, codes
+    def forward(self, numeric: torch.Tensor, *codes: torch.Tensor) -> torch.Tensor:
+        """Probability of label 1, shape (batch, 1)."""
+        return torch.sigmoid(self.logits(numeric, *codes))
 
 
-def encode_labels(frame: pd.DataFrame) -> np.ndarray:
-    """The label as float32, shape (rows, 1)."""
-    return frame[LABEL].to_numpy(dtype=np.float32, copy=True).reshape(-1, 1)
-
-
-def predict(model: FailureModel, frame: pd.DataFrame) -> np.ndarray:
-    """Failure probabilities for telemetry rows, shape (rows,)."""
-    numeric, codes = encode_features(frame)
+def predict(model: TabularMLP, frame: pd.DataFrame, encoding: FeatureEncoding) -> np.ndarray:
+    """Probabilities of label 1 for raw rows, shape (rows,)."""
+    numeric, codes = encode_features(frame, encoding)
     model.eval()
     with torch.no_grad():
-        return model(torch.from_numpy(numeric), torch.from_numpy(codes)).numpy().ravel()
+        return model(torch.from_numpy(numeric), *map(torch.from_numpy, codes)).numpy().ravel()
 
 
-def save_weights(model: FailureModel, path: Path) -> None:
+def save_weights(model: TabularMLP, path: Path) -> None:
     """Write the weights (a plain tensor dict, loadable with weights_only=True)."""
     # Through a file object: torch.save names the archive after a path's stem, which would vary the bytes.
     with path.open("wb") as handle:
         torch.save(model.state_dict(), handle)
 
 
-def load_weights(path: Path, hidden_units: list[int]) -> FailureModel:
+def load_weights(path: Path, hidden_units: list[int], encoding: FeatureEncoding) -> TabularMLP:
     """Rebuild a model from its weights file without unpickling arbitrary objects."""
-    model = FailureModel(hidden_units)
+    model = TabularMLP(hidden_units, encoding)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     model.eval()
     return model

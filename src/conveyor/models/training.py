@@ -29,7 +29,9 @@ from conveyor.cache import Content, Descriptive, cached_task, task_output_dir
 from conveyor.data.snapshots import Snapshot, split_holdout
 from conveyor.io.files import sha256_file, write_atomically, write_text_atomically
 from conveyor.models.cluster import ClusterSpec, dask_client, pick_ranks, rendezvous_address
-from conveyor.models.mlp import FailureModel, encode_features, encode_labels, save_weights
+from conveyor.models.features import encode_features, encode_labels, training_encoding
+from conveyor.models.mlp import TabularMLP, save_weights
+from conveyor.schema.spec import DatasetSpec, FeatureEncoding
 
 CHECKPOINTS = "checkpoints"
 _CHECKPOINT = re.compile(r"^epoch-(\d+)\.json$")
@@ -43,14 +45,16 @@ class WorkerLostError(RuntimeError):
 
 
 class TrainingParams(BaseModel):
-    """How to train the failure model."""
+    """How to train the MLP."""
 
     hidden_units: list[int] = Field([64, 32], description="Width of each hidden layer.", min_length=1)
     epochs: int = Field(12, ge=1, le=500, description="Passes over the training rows.")
     batch_size: int = Field(512, ge=8, description="Rows per gradient step, summed over all ranks.")
     learning_rate: float = Field(3e-3, gt=0, description="Adam step size.")
     weight_decay: float = Field(1e-4, ge=0, description="L2 penalty on the weights.")
-    holdout_fraction: float = Field(0.2, gt=0, lt=1, description="Share of machines held out for evaluation.")
+    holdout_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of entities (machines, customers) held out for evaluation."
+    )
     seed: int = Field(0, description="Seed of initialization and batch order.")
 
 
@@ -60,6 +64,7 @@ class TrainedModel(BaseModel):
     weights_path: Annotated[str, Content]
     weights_sha256: str
     hidden_units: list[int]
+    encoding: FeatureEncoding = Field(description="How the model reads rows: its features and categories.")
     train_rows: int
     final_loss: float
     world_size: int = Field(description="Ranks that trained it.")
@@ -72,13 +77,13 @@ class TrainedModel(BaseModel):
 class _Logits(nn.Module):
     """The model's training view: DDP calls forward, and training wants logits, not probabilities."""
 
-    def __init__(self, model: FailureModel):
+    def __init__(self, model: TabularMLP):
         super().__init__()
         self.model = model
 
-    def forward(self, numeric: torch.Tensor, machine_model: torch.Tensor) -> torch.Tensor:
+    def forward(self, numeric: torch.Tensor, *codes: torch.Tensor) -> torch.Tensor:
         """Logits of the wrapped model."""
-        return self.model.logits(numeric, machine_model)
+        return self.model.logits(numeric, *codes)
 
 
 def _device(rank: int) -> torch.device:
@@ -98,7 +103,7 @@ def _latest_checkpoint(folder: Path) -> int:
     return max(epochs, default=0)
 
 
-def _checkpoint(folder: Path, epoch: int, model: FailureModel, optimizer: torch.optim.Optimizer, loss: float) -> None:
+def _checkpoint(folder: Path, epoch: int, model: TabularMLP, optimizer: torch.optim.Optimizer, loss: float) -> None:
     """Weights and optimizer state of a finished epoch; the JSON beside it is written last and marks it complete."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
     write_atomically(folder / f"epoch-{epoch}.pt", lambda tmp: torch.save(state, tmp))
@@ -106,7 +111,13 @@ def _checkpoint(folder: Path, epoch: int, model: FailureModel, optimizer: torch.
 
 
 def train_rank(
-    rank: int, world: int, rendezvous: str | None, snapshot_path: str, params: TrainingParams, checkpoints: str
+    rank: int,
+    world: int,
+    rendezvous: str | None,
+    snapshot_path: str,
+    encoding: FeatureEncoding,
+    params: TrainingParams,
+    checkpoints: str,
 ) -> dict[str, Any]:
     """One rank of (DDP) training on its own shard; rank 0 checkpoints every epoch and returns the weights."""
     folder = Path(checkpoints)
@@ -121,10 +132,10 @@ def train_rank(
     try:
         torch.manual_seed(params.seed)  # every rank starts from the same weights
         torch.use_deterministic_algorithms(True)
-        train, _ = split_holdout(pd.read_parquet(snapshot_path), params.holdout_fraction)
+        train, _ = split_holdout(pd.read_parquet(snapshot_path), params.holdout_fraction, encoding.entity)
         shard = train.iloc[rank::world]
-        numeric, codes = encode_features(shard)
-        labels = encode_labels(shard)
+        numeric, codes = encode_features(shard, encoding)
+        labels = encode_labels(shard, encoding)
         # Scaling from the whole training split, summed over the shards.
         moments = _all_reduce(
             torch.from_numpy(
@@ -137,7 +148,7 @@ def train_rank(
         count, total, squares = moments[0], moments[1 : 1 + numeric.shape[1]], moments[1 + numeric.shape[1] :]
         mean = total / count
         std = (squares / count - mean**2).clamp(min=1e-12).sqrt()
-        model = FailureModel(params.hidden_units, mean.float(), std.float()).to(device)
+        model = TabularMLP(params.hidden_units, encoding, mean.float(), std.float()).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
         start = _latest_checkpoint(folder)
         if start:
@@ -145,7 +156,9 @@ def train_rank(
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
         network: nn.Module = DistributedDataParallel(_Logits(model)) if world > 1 else _Logits(model)
-        tensors = [torch.from_numpy(a).to(device) for a in (numeric, codes, labels)]
+        features = torch.from_numpy(numeric).to(device)
+        categories = [torch.from_numpy(c).to(device) for c in codes]
+        targets = torch.from_numpy(labels).to(device)
         loss_fn = torch.nn.BCEWithLogitsLoss(reduction="sum")
         # Every rank must take the same number of steps, or DDP's all-reduce waits forever.
         steps = max(1, len(train) // params.batch_size)
@@ -158,7 +171,8 @@ def train_rank(
                 index = torch.from_numpy(batch).to(device)
                 optimizer.zero_grad()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss = loss_fn(network(tensors[0][index], tensors[1][index]).float(), tensors[2][index])
+                    scores = network(features[index], *(c[index] for c in categories))
+                    loss = loss_fn(scores.float(), targets[index])
                 (loss / max(len(batch), 1)).backward()
                 optimizer.step()
                 running += torch.tensor([loss.item(), len(batch)], dtype=torch.float64, device=device)
@@ -201,7 +215,13 @@ class _Progress:
 
 
 def _on_dask(
-    client: Client, cluster: ClusterSpec, snapshot: Snapshot, params: TrainingParams, folder: Path, progress: _Progress
+    client: Client,
+    cluster: ClusterSpec,
+    snapshot: Snapshot,
+    encoding: FeatureEncoding,
+    params: TrainingParams,
+    folder: Path,
+    progress: _Progress,
 ) -> dict[str, Any]:
     """Run one rank per Dask worker, pinned, and fail the attempt as soon as one of their workers disappears."""
     world = cluster.workers
@@ -214,6 +234,7 @@ def _on_dask(
             world,
             rendezvous,
             snapshot.path,
+            encoding,
             params,
             str(folder),
             workers=[address],
@@ -245,9 +266,12 @@ def _worth_retrying(task: Task[..., Any], task_run: TaskRun, state: State[Any]) 
 
 
 @cached_task("Train model", retries=2, retry_delay_seconds=1, retry_condition_fn=_worth_retrying)
-def train_model(snapshot: Snapshot, params: TrainingParams, cluster: ClusterSpec | None = None) -> TrainedModel:
+def train_model(
+    snapshot: Snapshot, spec: DatasetSpec, params: TrainingParams, cluster: ClusterSpec | None = None
+) -> TrainedModel:
     """Train the MLP (DDP across Dask workers when asked), checkpointing every epoch; retries resume from there."""
     cluster = cluster or ClusterSpec()
+    encoding = training_encoding(snapshot, spec, params.holdout_fraction)
     workdir = task_output_dir()  # one folder per task run: its retries find the checkpoints there
     folder = workdir / CHECKPOINTS
     folder.mkdir(parents=True, exist_ok=True)
@@ -255,16 +279,18 @@ def train_model(snapshot: Snapshot, params: TrainingParams, cluster: ClusterSpec
     started = time.perf_counter()
     if cluster.distributed:
         with dask_client(cluster) as client:
-            result = _on_dask(client, cluster, snapshot, params, folder, progress)
+            result = _on_dask(client, cluster, snapshot, encoding, params, folder, progress)
     else:
         with ThreadPoolExecutor(1) as pool:
-            future: Future[dict[str, Any]] = pool.submit(train_rank, 0, 1, None, snapshot.path, params, str(folder))
+            future: Future[dict[str, Any]] = pool.submit(
+                train_rank, 0, 1, None, snapshot.path, encoding, params, str(folder)
+            )
             while not future.done():
                 progress.report()
                 time.sleep(_POLL_S)
             result = future.result()
     progress.report()
-    model = FailureModel(params.hidden_units)
+    model = TabularMLP(params.hidden_units, encoding)
     model.load_state_dict({name: torch.from_numpy(array) for name, array in result["weights"].items()})
     weights = workdir / "weights.pt"
     write_atomically(weights, lambda tmp: save_weights(model, tmp))
@@ -272,6 +298,7 @@ def train_model(snapshot: Snapshot, params: TrainingParams, cluster: ClusterSpec
         weights_path=str(weights),
         weights_sha256=sha256_file(weights),
         hidden_units=params.hidden_units,
+        encoding=encoding,
         train_rows=result["train_rows"],
         final_loss=progress.last_loss,
         world_size=cluster.workers,

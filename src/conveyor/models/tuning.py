@@ -15,7 +15,7 @@ from conveyor.cache import Descriptive, cached_task
 from conveyor.data.snapshots import Snapshot, read_snapshot, split_holdout
 from conveyor.models.boosting import BoostingParams, fit_booster, predict_booster
 from conveyor.models.evaluation import Metrics, compute_metrics
-from conveyor.schema.telemetry import LABEL
+from conveyor.schema.spec import FeatureEncoding
 
 TuningMetric = Literal["roc_auc", "pr_auc", "log_loss", "brier", "calibration_error"]
 _HIGHER_IS_BETTER = {"roc_auc", "pr_auc"}
@@ -48,14 +48,15 @@ class Trial(BaseModel):
 
 
 @cached_task("Run tuning trial")
-def run_trial(snapshot: Snapshot, params: BoostingParams) -> Trial:
+def run_trial(snapshot: Snapshot, encoding: FeatureEncoding, params: BoostingParams) -> Trial:
     """Train one candidate in this process and score it on held-out machines; writes no files."""
     started = time.perf_counter()
     # One thread: trials run side by side, and a fixed thread count makes the result a function of
     # (snapshot, params) alone, wherever the trial lands.
-    booster, _ = fit_booster(snapshot.path, params, threads=1)
-    _, holdout = split_holdout(read_snapshot(snapshot), params.holdout_fraction)
-    metrics = compute_metrics(holdout[LABEL].to_numpy(dtype=float), predict_booster(booster, holdout))
+    booster, _ = fit_booster(snapshot.path, encoding, params, threads=1)
+    _, holdout = split_holdout(read_snapshot(snapshot), params.holdout_fraction, encoding.entity)
+    probabilities = predict_booster(booster, holdout, encoding)
+    metrics = compute_metrics(holdout[encoding.label].to_numpy(dtype=float), probabilities)
     get_run_logger().info("held-out ROC AUC %.4f, log loss %.4f", metrics.roc_auc, metrics.log_loss)
     return Trial(
         params=params,

@@ -12,6 +12,7 @@ from conveyor.export.onnx import OnnxModel, ParityReport, ParityThresholds, chec
 from conveyor.models.cluster import ClusterSpec
 from conveyor.models.evaluation import Evaluation, evaluate_model
 from conveyor.models.training import TrainedModel, TrainingParams, train_model
+from conveyor.schema.spec import DatasetSpec
 
 
 class Candidate(BaseModel):
@@ -28,6 +29,7 @@ class Candidate(BaseModel):
 
 def build_candidate(
     data: Snapshot,
+    spec: DatasetSpec,
     training: TrainingParams,
     cluster: ClusterSpec | None,
     model_name: str,
@@ -36,7 +38,7 @@ def build_candidate(
     production: Path | None,
 ) -> Candidate:
     """Train, evaluate on held-out machines, export to ONNX, check parity, quantize and check each edge target."""
-    model = train_model(data, training, cluster)
+    model = train_model(data, spec, training, cluster)
     evaluation = evaluate_model(model, data, training.holdout_fraction)
     exported = export_onnx(model, {"model_name": model_name, "data_sha256": data.sha256})
     checked = check_onnx_parity(exported, model, data, training.holdout_fraction, parity, production)

@@ -15,6 +15,7 @@ from conveyor.blocks import ConveyorStores
 from conveyor.data.landing import WatcherState
 from conveyor.data.snapshots import landed_partitions
 from conveyor.registry.store import RegisteredVersion, list_versions
+from conveyor.schema.catalog import find_spec
 from conveyor.settings import ConveyorSettings
 from conveyor.stack.errors import UnknownDeploymentError
 from conveyor.stack.local import WORK_POOLS, server_healthy, watcher_pid
@@ -31,7 +32,7 @@ def describe_status(settings: ConveyorSettings) -> dict[str, Any]:
     healthy = server_healthy(settings.api_url)
     report: dict[str, Any] = {"api_url": settings.api_url, "ui_url": settings.ui_url, "server_healthy": healthy}
     stores = ConveyorStores.resolve() if healthy else ConveyorStores.from_settings(settings)
-    landed = landed_partitions(stores.landing_path)
+    landed = landed_partitions(stores.landing_path, find_spec())
     versions = list_versions(stores.model_path)
     report["landing"] = {
         "path": stores.landing_dir,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa_arrow
 
 from conveyor.data.snapshots import Snapshot
+from conveyor.schema.spec import DatasetSpec
 from conveyor.settings import get_settings
 from conveyor.validation.contract import contract_violations, latest_allowed_timestamp
 from conveyor.validation.expectations import run_suite
@@ -16,10 +17,14 @@ from conveyor.validation.report import ValidationReport, Violation
 from conveyor.validation.statistics import ReferenceProfile, reference_profile, statistic_warnings
 
 
-def check_batch(batch: Snapshot, reference: Snapshot | None = None, docs_dir: Path | None = None) -> ValidationReport:
-    """Judge a batch with both engines and compare it with the reference; GX Data Docs go to ``docs_dir``."""
+def check_batch(
+    batch: Snapshot, spec: DatasetSpec, reference: Snapshot | None = None, docs_dir: Path | None = None
+) -> ValidationReport:
+    """Judge a batch with both engines against its spec, compare it with the reference; GX Data Docs to ``docs_dir``."""
     settings = get_settings()
-    report = ValidationReport(snapshot_sha256=batch.sha256, source=batch.source, rows=0, violations=[])
+    report = ValidationReport(
+        snapshot_sha256=batch.sha256, source=batch.source, dataset=spec.name, rows=0, violations=[]
+    )
     try:
         table = read_batch(Path(batch.path))
     except UnreadableBatchError as error:
@@ -31,9 +36,10 @@ def check_batch(batch: Snapshot, reference: Snapshot | None = None, docs_dir: Pa
     # The engines only read the data: GX runs beside pandera (polars' work releases the GIL), and the reference's
     # profile is read (or, the first time, computed) meanwhile.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        gx = pool.submit(run_suite, frame, latest_allowed_timestamp(settings), docs_dir)
-        baseline = pool.submit(_reference_profile, reference)
-        pandera = [Violation.model_validate(row) for row in contract_violations(as_polars(table)).to_dict("records")]
+        gx = pool.submit(run_suite, frame, spec, latest_allowed_timestamp(settings), docs_dir)
+        baseline = pool.submit(_reference_profile, reference, spec.features.numeric)
+        cases = contract_violations(as_polars(table), spec)
+        pandera = [Violation.model_validate(row) for row in cases.to_dict("records")]
         warnings = statistic_warnings(
             frame, baseline.result(), settings.validation.psi_warning, settings.validation.null_share_warning
         )
@@ -48,10 +54,10 @@ def check_batch(batch: Snapshot, reference: Snapshot | None = None, docs_dir: Pa
     )
 
 
-def _reference_profile(reference: Snapshot | None) -> ReferenceProfile | None:
+def _reference_profile(reference: Snapshot | None, numeric_features: list[str]) -> ReferenceProfile | None:
     if reference is None:
         return None
     try:
-        return reference_profile(reference)
+        return reference_profile(reference, numeric_features)
     except (OSError, ValueError, pa_arrow.ArrowException):
         return None  # a reference that cannot be read only costs the statistics

@@ -37,6 +37,7 @@ class ValidationReport(BaseModel):
 
     snapshot_sha256: str
     source: str = ""
+    dataset: str = "telemetry"
     rows: int
     readable: bool = True
     violations: list[Violation]
@@ -69,7 +70,7 @@ class ValidationReport(BaseModel):
         if self.rows == 0:
             return f"{self.name} has no rows."
         top = "; ".join(f"{v.check} on {v.column} ({v.failing_rows} rows)" for v in self.violations[:_TOP_FAILURES])
-        return f"{self.name} broke the telemetry contract in {len(self.violations)} checks: {top}."
+        return f"{self.name} broke the {self.dataset} contract in {len(self.violations)} checks: {top}."
 
     def _warnings_text(self) -> str:
         return "; ".join(f"{w.statistic} of {w.column} {w.value:.3f} > {w.threshold}" for w in self.warnings)

@@ -15,7 +15,6 @@ from pydantic import BaseModel
 
 from conveyor.data.snapshots import Snapshot, read_snapshot
 from conveyor.io.files import write_text_atomically
-from conveyor.schema.telemetry import NUMERIC_FEATURES
 
 _BINS = 10  # deciles of the reference
 _EPSILON = 1e-4  # stands in for an empty bin's share, so PSI stays finite
@@ -44,6 +43,8 @@ class ReferenceProfile(BaseModel):
 
     sha256: str
     bins: int = _BINS
+    # The numeric features profiled (the dataset spec's): another spec's profile of the same bytes is recomputed.
+    numeric_features: list[str] = []
     rows: int
     null_shares: dict[str, float]
     features: dict[str, FeatureBins]
@@ -81,17 +82,19 @@ def population_stability(reference: pd.Series, current: pd.Series) -> float:
     return stability_against(bins, current) if bins is not None else 0.0
 
 
-def profile_frame(frame: pd.DataFrame, sha256: str) -> ReferenceProfile:
+def profile_frame(frame: pd.DataFrame, sha256: str, numeric_features: list[str]) -> ReferenceProfile:
     """The profile of a reference's rows: every column's null share and every numeric feature's bins."""
     features = {
         feature: bins
-        for feature in NUMERIC_FEATURES
+        for feature in numeric_features
         if feature in frame
         and pd.api.types.is_numeric_dtype(frame[feature])
         and (bins := feature_bins(frame[feature])) is not None
     }
     null_shares = {str(c): float(frame[c].isna().mean()) if len(frame) else 0.0 for c in frame.columns}
-    return ReferenceProfile(sha256=sha256, rows=len(frame), null_shares=null_shares, features=features)
+    return ReferenceProfile(
+        sha256=sha256, numeric_features=numeric_features, rows=len(frame), null_shares=null_shares, features=features
+    )
 
 
 def profile_path(reference: Snapshot) -> Path:
@@ -99,16 +102,16 @@ def profile_path(reference: Snapshot) -> Path:
     return Path(reference.path).with_name(f"{reference.sha256}{PROFILE_SUFFIX}")
 
 
-def reference_profile(reference: Snapshot) -> ReferenceProfile:
+def reference_profile(reference: Snapshot, numeric_features: list[str]) -> ReferenceProfile:
     """The reference's profile from beside its snapshot; computed from its rows and kept there when missing or stale."""
     path = profile_path(reference)
     try:
         kept = ReferenceProfile.model_validate_json(path.read_bytes())
-        if (kept.sha256, kept.bins) == (reference.sha256, _BINS):
+        if (kept.sha256, kept.bins, kept.numeric_features) == (reference.sha256, _BINS, numeric_features):
             return kept
     except (OSError, ValueError):
         pass  # not computed yet, or unreadable: compute it again
-    profile = profile_frame(read_snapshot(reference), reference.sha256)
+    profile = profile_frame(read_snapshot(reference), reference.sha256, numeric_features)
     try:
         write_text_atomically(path, profile.model_dump_json(indent=1))
     except OSError as error:  # a read-only data store only costs the next run a re-read

@@ -10,19 +10,20 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from conveyor.cache import cached_task, task_output_dir, uncached_task
 from conveyor.data.snapshots import Snapshot
 from conveyor.events import emit_validation
+from conveyor.schema.spec import DatasetSpec
 from conveyor.validation.check import check_batch
 from conveyor.validation.report import DATA_DOCS, REPORT_MARKDOWN, TABLE_ROWS, ValidationReport, write_report
 
 
 class DataValidationError(ValueError):
-    """A batch broke the telemetry contract."""
+    """A batch broke its dataset's contract."""
 
 
 @cached_task("Validate snapshot")
-def validate_snapshot(snapshot: Snapshot, reference: Snapshot | None = None) -> ValidationReport:
-    """Check a batch against the contract with pandera and Great Expectations, and against the reference."""
+def validate_snapshot(snapshot: Snapshot, spec: DatasetSpec, reference: Snapshot | None = None) -> ValidationReport:
+    """Check a batch against its dataset's contract with pandera and Great Expectations, and against the reference."""
     docs = task_output_dir() / DATA_DOCS
-    report = check_batch(snapshot, reference, docs).model_copy(update={"data_docs": str(docs)})
+    report = check_batch(snapshot, spec, reference, docs).model_copy(update={"data_docs": str(docs)})
     get_run_logger().info(report.summary())
     return report
 
@@ -48,6 +49,7 @@ def announce_validation(snapshot: Snapshot, report: ValidationReport) -> None:
         report.passed,
         snapshot.sha256,
         snapshot.source,
+        report.dataset,
         {
             "rows": report.rows,
             "summary": report.summary(),

@@ -1,0 +1,46 @@
+"""Rows as model inputs, following a model's feature encoding: numeric matrix, category codes, labels.
+
+Shared by every model family (the torch MLP, XGBoost) and the ONNX graphs they become; numpy and pandas only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from conveyor.data.snapshots import Snapshot, split_holdout
+from conveyor.schema.spec import DatasetSpec, FeatureEncoding, feature_encoding
+
+NUMERIC_INPUT = "numeric"
+
+
+def input_names(encoding: FeatureEncoding) -> list[str]:
+    """A model's inputs in order: the numeric matrix, then one per categorical feature (named after it)."""
+    return [NUMERIC_INPUT, *encoding.categorical]
+
+
+def category_codes(values: pd.Series, categories: list[str]) -> np.ndarray:
+    """A categorical column as int64 codes: a category's position plus one, 0 for anything unknown."""
+    lookup = {name: code for code, name in enumerate(categories, start=1)}
+    return values.astype(str).map(lambda name: lookup.get(name, 0)).to_numpy(np.int64, copy=True)
+
+
+def encode_features(frame: pd.DataFrame, encoding: FeatureEncoding) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Raw columns as the model's inputs: float32 numeric features, and int64 codes per categorical feature."""
+    numeric = frame[encoding.numeric].to_numpy(dtype=np.float32, copy=True)
+    return numeric, [category_codes(frame[column], values) for column, values in encoding.categorical.items()]
+
+
+def encode_labels(frame: pd.DataFrame, encoding: FeatureEncoding) -> np.ndarray:
+    """The label as float32, shape (rows, 1)."""
+    return frame[encoding.label].to_numpy(dtype=np.float32, copy=True).reshape(-1, 1)
+
+
+def training_encoding(snapshot: Snapshot, spec: DatasetSpec, holdout_fraction: float) -> FeatureEncoding:
+    """The model's encoding: the spec's features; categories it leaves to learning come from the training rows."""
+    learned = [c.column for c in spec.features.categorical if c.vocabulary == "learn"]
+    if not learned:
+        return feature_encoding(spec, {})
+    rows = pd.read_parquet(snapshot.path, columns=list(dict.fromkeys([spec.entity, *learned])))
+    train, _ = split_holdout(rows, holdout_fraction, spec.entity)
+    return feature_encoding(spec, {column: train[column].astype(str).tolist() for column in learned})
