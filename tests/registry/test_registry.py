@@ -14,6 +14,7 @@ from conveyor.data.snapshots import Snapshot
 from conveyor.io.files import sha256_file
 from conveyor.registry.register import StagedVersion, reserve_model_version
 from conveyor.registry.store import MANIFEST, STAGING, RegisteredVersion, find_edge_bundle, list_versions
+from tests.fixtures.disk import DiskLog
 from tests.fixtures.models import CANDIDATE_NAME, FAST_TRAINING, StagedCandidate, register_candidate
 
 Register = Callable[[str], RegisteredVersion]
@@ -67,6 +68,19 @@ def test_manifest_records_data_params_metrics_edge_and_file_hashes(register: Reg
     for name, digest in manifest["files"].items():
         assert sha256_file(folder / name) == digest
     assert "evaluation.png" in (folder / "report.md").read_text()
+
+
+def test_a_version_is_on_disk_before_its_name_appears(
+    register: Register, store: Path, monkeypatch: pytest.MonkeyPatch, recompute: None
+) -> None:
+    disk = DiskLog(monkeypatch)
+    folder = Path(register("run-a").path)
+    renamed = disk.renamed_at(folder)
+    staging = disk.renamed_from(folder)
+    # A power cut right after the rename must find every file of the version whole, not just its name.
+    for path in (p for p in folder.rglob("*") if p.is_file()):
+        assert any(at < renamed for at in disk.synced_at(staging / path.relative_to(folder))), path
+    assert any(at > renamed for at in disk.synced_at(store / CANDIDATE_NAME)), disk.events[renamed:]
 
 
 def test_a_number_claimed_meanwhile_is_never_reused(
