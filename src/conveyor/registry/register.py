@@ -28,6 +28,7 @@ from conveyor.registry.store import (
     STAGING,
     RegisteredVersion,
     numbered_folders,
+    read_manifest,
     read_version,
 )
 
@@ -108,7 +109,7 @@ def _assemble(staging: Path, candidate: Candidate, bundles: list[EdgeBundle]) ->
 
 
 def _same_candidate(folder: Path, candidate: Candidate) -> bool:
-    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest = read_manifest(folder)
     return bool(
         manifest["onnx"]["sha256"] == candidate.exported.sha256
         and manifest["data"]["sha256"] == candidate.snapshot.sha256
