@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 
 from conveyor.data.snapshots import read_snapshot
+from conveyor.data.synthetic import generate_telemetry, write_partition
 from conveyor.export.onnx import onnx_predict, onnx_session
 from conveyor.schema.telemetry import TELEMETRY
 from tests.fixtures.cli import run_cli
-from tests.fixtures.models import ENCODING, StagedCandidate
+from tests.fixtures.models import CANDIDATE_NAME, ENCODING, StagedCandidate, register_candidate
 
 COMMANDS = ("generate", "up", "down", "status", "run", "demo", "models", "edge-run", "tune")
 
@@ -165,3 +166,28 @@ def test_train_with_the_xgboost_family_keeps_a_json_booster_and_its_held_out_met
     assert json.loads((tmp_path / "booster.json").read_text())["learner"]["objective"]["name"] == "binary:logistic"
     assert trained["metrics"]["roc_auc"] > 0.9
     assert (tmp_path / "evaluation.png").is_file()
+
+
+def test_a_truncated_manifest_is_named_and_everything_else_keeps_working(
+    candidate: StagedCandidate, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    intact = Path(register_candidate(candidate, state / "models", CANDIDATE_NAME, "run-a").path)
+    damaged = Path(shutil.copytree(intact, intact.with_name("v2")))
+    manifest = damaged / "manifest.json"
+    manifest.write_text(manifest.read_text()[:300])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        env = {"CONVEYOR_STATE_DIR": str(state), "CONVEYOR_SERVER_PORT": str(probe.getsockname()[1])}
+
+    listed = run_cli("models", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith(f"{CANDIDATE_NAME} v1  ROC AUC")
+    assert f"DAMAGED  {damaged} is damaged: its manifest.json cannot be read" in listed.stdout
+
+    day = dt.date(2026, 3, 2)
+    checked = run_cli("validate", str(write_partition(generate_telemetry(500, day), tmp_path / "in", day)), env=env)
+    assert checked.returncode == 0, checked.stderr
+    assert "is valid: 500 rows" in checked.stdout
+    assert f"{damaged} is damaged" in checked.stderr
+    assert "Traceback" not in checked.stderr

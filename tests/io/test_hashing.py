@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 from blake3 import blake3
 
+import conveyor.io.hashing as hashing
 from conveyor.io.hashing import StatCache, hash_file_bytes
 
-AN_HOUR_AGO_NS = time.time_ns() - 3_600_000_000_000
+# The stat cache remembers a file once its last change (content or metadata) is older than this.
+SETTLE_S = 2.0
 
 
 @pytest.fixture
@@ -23,8 +26,23 @@ def cache(tmp_path: Path) -> StatCache:
 def _write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    os.utime(path, ns=(AN_HOUR_AGO_NS, AN_HOUR_AGO_NS))  # settled: old enough for the stat cache to remember
     return path
+
+
+def _settle(path: Path) -> Path:
+    """Let the file's last change age past the stat cache's window (ctime cannot be set back, so time must pass)."""
+    changed_s = path.stat().st_ctime_ns / 1e9
+    time.sleep(max(0.0, changed_s + SETTLE_S - time.time()) + 0.05)
+    return path
+
+
+def _edit_in_place_keeping_the_mtime(path: Path, offset: int, data: bytes) -> None:
+    """What a careless (or hostile) tool can do: overwrite bytes, then set the modification time back."""
+    before = path.stat()
+    with path.open("r+b") as handle:
+        handle.seek(offset)
+        handle.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
 
 
 def test_file_hash_is_blake3_of_its_bytes(tmp_path: Path, cache: StatCache) -> None:
@@ -54,14 +72,40 @@ def test_folders_hash_by_relative_names_and_contents_not_location(tmp_path: Path
     assert cache.content_hash(tmp_path / "one") != cache.content_hash(tmp_path / "two")
 
 
-def test_an_unchanged_file_is_answered_from_the_stat_cache_without_reading(tmp_path: Path, cache: StatCache) -> None:
-    path = _write(tmp_path / "big.bin", b"x" * 100_000)
+def test_an_unchanged_file_is_answered_from_the_stat_cache_without_reading(
+    tmp_path: Path, cache: StatCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _settle(_write(tmp_path / "big.bin", b"x" * 100_000))
     first = cache.content_hash(path)
-    # Same size, same mtime, same inode, other bytes: only a read could notice, and the cache does not read.
-    with path.open("r+b") as handle:
-        handle.write(b"y")
-    os.utime(path, ns=(AN_HOUR_AGO_NS, AN_HOUR_AGO_NS))
+
+    def read(path: Path) -> str:
+        raise AssertionError(f"{path} was read again")
+
+    monkeypatch.setattr(hashing, "hash_file_bytes", read)
     assert cache.content_hash(path) == first
+
+
+def test_an_edit_in_place_that_restores_the_mtime_is_hashed_again(tmp_path: Path, cache: StatCache) -> None:
+    path = _settle(_write(tmp_path / "big.bin", b"x" * 100_000))
+    first = cache.content_hash(path)
+    # Same size, mtime and inode, other bytes: only the ctime, which no user call can set, tells.
+    _edit_in_place_keeping_the_mtime(path, 0, b"y")
+    assert cache.content_hash(path) == blake3(b"y" + b"x" * 99_999).hexdigest() != first
+
+
+def test_hashes_remembered_without_ctime_are_never_trusted(tmp_path: Path) -> None:
+    path = _settle(_write(tmp_path / "data.bin", b"current bytes"))
+    stat = path.stat()
+    database = tmp_path / "stat-cache.sqlite"
+    with sqlite3.connect(database) as earlier:  # the table an earlier version kept, with a row that matches
+        earlier.execute(
+            "CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, digest TEXT)"
+        )
+        earlier.execute(
+            "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
+            (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, "stale"),
+        )
+    assert StatCache(database).content_hash(path) == blake3(b"current bytes").hexdigest()
 
 
 def test_a_modified_file_is_hashed_again(tmp_path: Path, cache: StatCache) -> None:

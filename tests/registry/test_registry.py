@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,16 @@ import conveyor.registry.register as registry
 from conveyor.data.snapshots import Snapshot
 from conveyor.io.files import sha256_file
 from conveyor.registry.register import StagedVersion, reserve_model_version
-from conveyor.registry.store import MANIFEST, STAGING, RegisteredVersion, find_edge_bundle, list_versions
+from conveyor.registry.store import (
+    MANIFEST,
+    STAGING,
+    DamagedVersionError,
+    RegisteredVersion,
+    find_edge_bundle,
+    list_versions,
+    read_versions,
+)
+from tests.fixtures.disk import DiskLog
 from tests.fixtures.models import CANDIDATE_NAME, FAST_TRAINING, StagedCandidate, register_candidate
 
 Register = Callable[[str], RegisteredVersion]
@@ -69,6 +79,19 @@ def test_manifest_records_data_params_metrics_edge_and_file_hashes(register: Reg
     assert "evaluation.png" in (folder / "report.md").read_text()
 
 
+def test_a_version_is_on_disk_before_its_name_appears(
+    register: Register, store: Path, monkeypatch: pytest.MonkeyPatch, recompute: None
+) -> None:
+    disk = DiskLog(monkeypatch)
+    folder = Path(register("run-a").path)
+    renamed = disk.renamed_at(folder)
+    staging = disk.renamed_from(folder)
+    # A power cut right after the rename must find every file of the version whole, not just its name.
+    for path in (p for p in folder.rglob("*") if p.is_file()):
+        assert any(at < renamed for at in disk.synced_at(staging / path.relative_to(folder))), path
+    assert any(at > renamed for at in disk.synced_at(store / CANDIDATE_NAME)), disk.events[renamed:]
+
+
 def test_a_number_claimed_meanwhile_is_never_reused(
     store: Path, candidate: StagedCandidate, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,3 +125,31 @@ def test_edge_bundle_is_found_by_version_and_target(register: Register, store: P
         find_edge_bundle.fn(store, CANDIDATE_NAME, 1, "watch")
     with pytest.raises(LookupError, match="No version of nothing"):
         find_edge_bundle.fn(store, "nothing", None, "gateway")
+
+
+def test_a_version_with_a_truncated_manifest_is_skipped_and_named(
+    register: Register, store: Path, recompute: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = register("run-a"), register("run-b")
+    manifest = Path(second.path) / MANIFEST
+    manifest.write_text(manifest.read_text()[:300])  # e.g. a disk that filled up while it was copied
+    with caplog.at_level(logging.WARNING, logger="conveyor.registry"):
+        assert list_versions(store) == [first]
+    assert f"{second.path} is damaged" in caplog.text
+    assert list(read_versions(store).damaged) == [second.path]
+    # The newest usable version serves the edge; asking for the damaged one names it.
+    assert find_edge_bundle.fn(store, CANDIDATE_NAME, None, "gateway") == Path(first.edge_bundles["gateway"])
+    with pytest.raises(DamagedVersionError, match=f"{second.path} is damaged: its manifest.json cannot be read"):
+        find_edge_bundle.fn(store, CANDIDATE_NAME, 2, "gateway")
+
+
+def test_a_manifest_that_lacks_what_a_version_records_is_damaged_too(
+    register: Register, store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = Path(register("run-a").path)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    del manifest["metrics"]
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with caplog.at_level(logging.WARNING, logger="conveyor.registry"):
+        assert list_versions(store) == []
+    assert f"{folder} is damaged: manifest.json field metrics: Field required." in caplog.text

@@ -11,16 +11,17 @@ from conveyor.cli.console import CommandError, DatasetOption, JsonFlag, show
 
 
 def models(as_json: JsonFlag = False) -> None:
-    """List the registered model versions and their held-out metrics."""
+    """List the registered model versions and their held-out metrics, and name any damaged version."""
     from conveyor.blocks import ConveyorStores
-    from conveyor.registry.store import list_versions
+    from conveyor.registry.store import read_versions
 
-    versions = list_versions(ConveyorStores.resolve().model_path)
+    versions, damaged = read_versions(ConveyorStores.resolve().model_path)
     lines = [
         f"{v.name} v{v.version}  ROC AUC {v.metrics['roc_auc']:.3f}  data {v.data_sha256[:12]}  {v.onnx_path}"
         for v in versions
-    ]
-    show([v.model_dump() for v in versions], as_json, "\n".join(lines) or "No model version is registered yet.")
+    ] + [f"DAMAGED  {problem}" for problem in damaged.values()]
+    listed = [v.model_dump() for v in versions] + [{"path": p, "damaged": why} for p, why in damaged.items()]
+    show(listed, as_json, "\n".join(lines) or "No model version is registered yet.")
 
 
 def train_command(

@@ -11,7 +11,7 @@ from prefect import get_run_logger
 from conveyor.cache import uncached_task
 from conveyor.data.snapshots import Snapshot
 from conveyor.data.store import DataStore
-from conveyor.io.files import sha256_file, write_atomically
+from conveyor.io.files import rename_durably, sha256_file, write_atomically
 
 
 def quarantine_folder(quarantine_dir: Path, sha256: str) -> Path:
@@ -60,7 +60,7 @@ def quarantine_batch(batch: Snapshot, quarantine_dir: Path, move: bool = True) -
         source.unlink(missing_ok=True)  # the same bytes are already quarantined: this copy adds nothing
     else:
         try:
-            source.rename(target)
+            rename_durably(source, target)
         except FileNotFoundError:
             if not _holds(target, batch.sha256):
                 raise

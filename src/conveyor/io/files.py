@@ -1,8 +1,10 @@
-"""File primitives every store uses: atomic writes and content hashes."""
+"""File primitives every store uses: durable atomic writes and renames, and content hashes."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -14,13 +16,55 @@ from pydantic import StringConstraints
 FolderName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$")]
 
 
+def fsync_file(path: Path) -> None:
+    """Flush a file's bytes to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (names added, renamed or removed in it) to the disk."""
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    except OSError as error:
+        if error.errno != errno.EINVAL:  # EINVAL: a filesystem that cannot sync folders, so there is nothing to flush
+            raise
+    finally:
+        os.close(descriptor)
+
+
+def make_folders(folder: Path) -> Path:
+    """Create a folder and its missing parents, each new name synced into its parent so a power cut keeps it."""
+    if not folder.is_dir():
+        make_folders(folder.parent)
+        folder.mkdir(exist_ok=True)
+        fsync_folder(folder.parent)
+    return folder
+
+
+def rename_durably(source: Path, target: Path) -> Path:
+    """Rename a file or a fully written folder into place: its content synced first, the new name after."""
+    for path in [*source.rglob("*"), source] if source.is_dir() else [source]:
+        (fsync_folder if path.is_dir() else fsync_file)(path)
+    source.replace(target)
+    fsync_folder(target.parent)
+    if source.parent != target.parent:
+        fsync_folder(source.parent)
+    return target
+
+
 def write_atomically(target: Path, write: Callable[[Path], object]) -> Path:
-    """Let ``write`` fill a hidden temporary file beside ``target``, then rename it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Let ``write`` fill a hidden temporary file beside ``target``, then rename it into place, durably."""
+    make_folders(target.parent)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         write(tmp)
-        tmp.replace(target)
+        # Synced before the rename, or a power cut can leave the new name on an empty file.
+        rename_durably(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     return target

@@ -14,11 +14,11 @@ from blake3 import blake3
 
 from conveyor.settings import get_settings
 
-# A file modified this recently may change again within the same mtime tick, so its hash is not remembered.
+# A file changed this recently may change again within the same timestamp tick, so its hash is not remembered.
 _RACY_WINDOW_NS = 2_000_000_000
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, digest TEXT
+CREATE TABLE IF NOT EXISTS file_hashes (
+    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, inode INTEGER, digest TEXT
 )
 """
 
@@ -36,32 +36,43 @@ def hash_file_bytes(path: Path) -> str:
     return hasher.hexdigest()
 
 
+def _signature(stat: os.stat_result) -> tuple[int, int, int, int]:
+    """What must be unchanged for a file's bytes to be: size, mtime, ctime (no user call can set it) and inode."""
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+
+
 class StatCache:
-    """Remembers (path, size, mtime_ns, inode) → hash in SQLite, so re-checking an unchanged file costs a stat."""
+    """Remembers (path, size, mtime, ctime, inode) → hash in SQLite, so re-checking an unchanged file costs a stat."""
 
     def __init__(self, database: Path) -> None:
         database.parent.mkdir(parents=True, exist_ok=True)
         # One connection per process, shared by threads (Prefect runs sync tasks in worker threads).
         self._db = sqlite3.connect(database, timeout=30, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # Earlier versions' table keyed rows without ctime (an edit that restored the mtime matched): never trusted.
+        self._db.execute("DROP TABLE IF EXISTS files")
         self._db.execute(_SCHEMA)
         self._lock = threading.Lock()
 
     def file_hash(self, path: Path) -> str:
-        """The file's BLAKE3, read from the cache when its size, mtime and inode are unchanged."""
+        """The file's BLAKE3, read from the cache when its size, mtime, ctime and inode are unchanged."""
         key = str(path.resolve())
-        before = path.stat()
-        signature = (before.st_size, before.st_mtime_ns, before.st_ino)
+        signature = _signature(path.stat())
         with self._lock:
-            row = self._db.execute("SELECT size, mtime_ns, inode, digest FROM files WHERE path = ?", (key,)).fetchone()
-        if row and tuple(row[:3]) == signature:
-            return str(row[3])
+            row = self._db.execute(
+                "SELECT size, mtime_ns, ctime_ns, inode, digest FROM file_hashes WHERE path = ?", (key,)
+            ).fetchone()
+        if row and tuple(row[:4]) == signature:
+            return str(row[4])
         digest = hash_file_bytes(path)
         after = path.stat()
-        settled = time.time_ns() - after.st_mtime_ns > _RACY_WINDOW_NS
-        if settled and (after.st_size, after.st_mtime_ns, after.st_ino) == signature:
+        # ctime too: an edit that restores the mtime within the tick of the last change would keep every field.
+        settled = time.time_ns() - max(after.st_mtime_ns, after.st_ctime_ns) > _RACY_WINDOW_NS
+        if settled and _signature(after) == signature:
             with self._lock:
-                self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", (key, *signature, digest))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?, ?)", (key, *signature, digest)
+                )
         return digest
 
     def tree_hash(self, folder: Path) -> str:

@@ -18,7 +18,7 @@ from conveyor.environment import lock_sha256, package_versions
 from conveyor.events import emit_model_registered
 from conveyor.export.edge import EdgeBundle
 from conveyor.export.onnx import KNOWN_INPUTS_FILE
-from conveyor.io.files import sha256_file, write_text_atomically
+from conveyor.io.files import rename_durably, sha256_file, write_text_atomically
 from conveyor.registry.candidate import Candidate
 from conveyor.registry.store import (
     EDGE_FOLDER,
@@ -27,6 +27,7 @@ from conveyor.registry.store import (
     STAGING,
     RegisteredVersion,
     numbered_folders,
+    read_manifest,
     read_version,
 )
 
@@ -104,7 +105,7 @@ def _assemble(staging: Path, candidate: Candidate, bundles: list[EdgeBundle]) ->
 
 
 def _same_candidate(folder: Path, candidate: Candidate) -> bool:
-    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest = read_manifest(folder)
     return bool(
         manifest["onnx"]["sha256"] == candidate.exported.sha256
         and manifest["data"]["sha256"] == candidate.snapshot.sha256
@@ -158,7 +159,7 @@ def register_model_version(
     }
     # Written last: a folder without a manifest is never listed as a version.
     write_text_atomically(staging / MANIFEST, json.dumps(manifest, indent=2))
-    staging.rename(folder)
+    rename_durably(staging, folder)  # every file on disk before the version's name is
     registered = read_version(folder)
     get_run_logger().info("Registered %s v%d at %s", staged.name, staged.version, registered.path)
     emit_model_registered(staged.name, staged.version, candidate.snapshot.sha256, registered.metrics)

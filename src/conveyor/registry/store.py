@@ -7,11 +7,12 @@ without one is never listed. Registration (``conveyor.registry.register``) is th
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NamedTuple
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from conveyor.cache import Content, uncached_task
 
@@ -21,6 +22,11 @@ RESERVED = ".reserved"
 # Each edge target's bundle (folder and tarball) lies here inside a version.
 EDGE_FOLDER = "edge"
 _VERSION_DIR = re.compile(r"^v(\d+)$")
+_LOG = logging.getLogger("conveyor.registry")
+
+
+class DamagedVersionError(ValueError):
+    """A version folder whose manifest cannot be read or lacks what a version records."""
 
 
 class RegisteredVersion(BaseModel):
@@ -51,27 +57,81 @@ def version_dirs(model_store: Path, name: str) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
+class _DataRecord(BaseModel):
+    """The snapshot a version was trained on, as its manifest records it."""
+
+    sha256: str
+
+
+class _ManifestSummary(BaseModel):
+    """What the read side needs of a manifest; anything missing or mistyped makes the version damaged."""
+
+    name: str
+    version: int
+    flow_run_id: str | None = None
+    data: _DataRecord
+    metrics: dict[str, float | int]
+    edge: dict[str, Any] = Field(default_factory=dict)
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """A version's manifest, or DamagedVersionError naming the folder when it is unreadable or not a JSON object."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DamagedVersionError(f"{folder} is damaged: its {MANIFEST} cannot be read ({error}).") from None
+    if not isinstance(manifest, dict):
+        raise DamagedVersionError(f"{folder} is damaged: its {MANIFEST} is not a JSON object.")
+    return manifest
+
+
 def read_version(folder: Path) -> RegisteredVersion:
-    """A version's summary, from its manifest."""
-    manifest = json.loads((folder / MANIFEST).read_text())
+    """A version's summary, from its manifest; DamagedVersionError naming the folder when the manifest is damaged."""
+    try:
+        manifest = _ManifestSummary.model_validate(read_manifest(folder))
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(map(str, problem["loc"]))
+        raise DamagedVersionError(f"{folder} is damaged: {MANIFEST} field {where}: {problem['msg']}.") from None
     return RegisteredVersion(
-        name=manifest["name"],
-        version=manifest["version"],
+        name=manifest.name,
+        version=manifest.version,
         path=str(folder),
         onnx_path=str(folder / "model.onnx"),
-        edge_bundles={t: str(folder / EDGE_FOLDER / f"{t}.tar.gz") for t in manifest.get("edge", {})},
-        data_sha256=manifest["data"]["sha256"],
-        flow_run_id=manifest.get("flow_run_id"),
-        metrics=manifest["metrics"],
+        edge_bundles={t: str(folder / EDGE_FOLDER / f"{t}.tar.gz") for t in manifest.edge},
+        data_sha256=manifest.data.sha256,
+        flow_run_id=manifest.flow_run_id,
+        metrics=manifest.metrics,
     )
 
 
-def list_versions(model_store: Path, name: str | None = None) -> list[RegisteredVersion]:
-    """Every registered version, of one model or of all, oldest first."""
+class VersionListing(NamedTuple):
+    """The model store as read now: the versions that can be used, and each damaged one's folder and problem."""
+
+    registered: list[RegisteredVersion]
+    damaged: dict[str, str]
+
+
+def read_versions(model_store: Path, name: str | None = None) -> VersionListing:
+    """Every registered version, of one model or of all, oldest first; a damaged one is set aside, named."""
     names = (
         [name] if name else sorted(p.name for p in model_store.iterdir() if p.is_dir()) if model_store.is_dir() else []
     )
-    return [read_version(folder) for n in names for folder in version_dirs(model_store, n).values()]
+    listing = VersionListing([], {})
+    for folder in (folder for n in names for folder in version_dirs(model_store, n).values()):
+        try:
+            listing.registered.append(read_version(folder))
+        except DamagedVersionError as error:
+            listing.damaged[str(folder)] = str(error)
+    return listing
+
+
+def list_versions(model_store: Path, name: str | None = None) -> list[RegisteredVersion]:
+    """Every usable registered version, oldest first; each damaged one is skipped with a warning naming it."""
+    listing = read_versions(model_store, name)
+    for problem in listing.damaged.values():
+        _LOG.warning("%s It is skipped.", problem)
+    return listing.registered
 
 
 @uncached_task("Find edge bundle", why="looks up the model store")
@@ -80,10 +140,16 @@ def find_edge_bundle(model_store: Path, name: str, version: int | None, target: 
     versions = version_dirs(model_store, name)
     if not versions:
         raise LookupError(f"No version of {name} is registered in {model_store}.")
-    number = version if version is not None else max(versions)
-    if number not in versions:
-        raise LookupError(f"{name} has no version {number}; registered: {', '.join(f'v{n}' for n in versions)}.")
-    bundles = read_version(versions[number]).edge_bundles
+    if version is None:
+        usable = list_versions(model_store, name)
+        if not usable:
+            damaged = ", ".join(f"v{n}" for n in versions)
+            raise LookupError(f"{name} has no usable version in {model_store}; damaged: {damaged}.")
+        number, bundles = usable[-1].version, usable[-1].edge_bundles
+    elif version not in versions:
+        raise LookupError(f"{name} has no version {version}; registered: {', '.join(f'v{n}' for n in versions)}.")
+    else:
+        number, bundles = version, read_version(versions[version]).edge_bundles
     if target not in bundles:
         raise LookupError(
             f"{name} v{number} has no bundle for target {target!r}; it has: {', '.join(bundles) or 'none'}."
