@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa_arrow
@@ -68,7 +69,7 @@ def hostile_frames(draw: st.DrawFn) -> pd.DataFrame:
     kind = TELEMETRY.columns[column].dtype
     values = {"string": HOSTILE_TEXT, "datetime": HOSTILE_TIME}.get(kind, st.one_of(HOSTILE_NUMBER, HOSTILE_TEXT))
     for row in rows:
-        value = draw(values)
+        value: Any = draw(values)
         if not isinstance(value, type(frame.at[0, column])) and kind != "datetime":
             frame[column] = frame[column].astype(object)
         frame.loc[row, column] = value
