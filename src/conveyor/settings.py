@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, computed_field
+from pydantic import Field, SecretStr, computed_field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -92,6 +92,11 @@ class CacheSettings(_Group):
     code_packages: list[str] = Field(
         ["conveyor"], description="Packages whose source is part of every task's cache key."
     )
+    cache_key: SecretStr | None = Field(
+        None,
+        description="Key (64 hex digits) that authenticates the task cache's records; default: the Secret block "
+        "conveyor-cache-key, or <state dir>/keys/cache.key where no Prefect server answers.",
+    )
 
 
 class ConveyorSettings(BaseSettings):
@@ -136,6 +141,11 @@ class ConveyorSettings(BaseSettings):
     def log_dir(self) -> Path:
         """Logs of the server and workers `conveyor up` started."""
         return self.state_dir / "logs"
+
+    @property
+    def key_dir(self) -> Path:
+        """Keys kept on this host (mode 0700), outside the task cache that other hosts may write."""
+        return self.state_dir / "keys"
 
     @property
     def watcher_state_file(self) -> Path:

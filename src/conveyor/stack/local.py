@@ -19,7 +19,7 @@ from prefect.events.worker import EventsWorker
 from prefect.exceptions import ObjectNotFound
 from prefect.logging.handlers import APILogWorker
 
-from conveyor.blocks import DEFAULT_BLOCK_NAME, ConveyorStores
+from conveyor.blocks import CACHE_KEY_BLOCK, DEFAULT_BLOCK_NAME, ConveyorStores, ensure_secret_key
 from conveyor.settings import ConveyorSettings
 from conveyor.stack.errors import StackError
 
@@ -146,6 +146,11 @@ def ensure_stores_block(settings: ConveyorSettings) -> bool:
     except ValueError:
         ConveyorStores.from_settings(settings).save(DEFAULT_BLOCK_NAME)
         return True
+
+
+def ensure_key_blocks() -> list[str]:
+    """Make the Secret blocks of Conveyor's keys that are missing (random bytes); returns the ones made."""
+    return [name for name in (CACHE_KEY_BLOCK,) if ensure_secret_key(name)[1]]
 
 
 def deploy_all(settings: ConveyorSettings) -> None:
