@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prefect import get_client
 from prefect.blocks.core import Block
 from prefect.blocks.system import Secret
+from prefect.exceptions import ObjectNotFound
 from pydantic import Field, SecretStr
 
 from conveyor.settings import ConveyorSettings, get_settings
@@ -109,12 +111,14 @@ def decode_key(text: object, source: str) -> bytes:
 
 def load_secret_key(name: str) -> bytes | None:
     """The key kept in the Secret block of that name; None when there is none (httpx errors: no server answers)."""
-    try:
-        block = Secret.load(name)
-    except ValueError:  # Prefect's answer for a block that does not exist
-        return None
-    assert isinstance(block, Secret)
-    return decode_key(block.get(), f"The Secret block {name} (delete it and run `conveyor up` for a new key)")
+    # Read as a document: Block.load would also emit a "loaded" event, which a short-lived CLI must then flush.
+    with get_client(sync_client=True) as client:
+        try:
+            document = client.read_block_document_by_name(name, block_type_slug=Secret.get_block_type_slug())
+        except ObjectNotFound:
+            return None
+    where = f"The Secret block {name} (delete it and run `conveyor up` for a new key)"
+    return decode_key(document.data.get("value"), where)
 
 
 def ensure_secret_key(name: str) -> tuple[bytes, bool]:

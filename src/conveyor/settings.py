@@ -99,6 +99,16 @@ class CacheSettings(_Group):
     )
 
 
+class EdgeSettings(_Group):
+    """Edge devices: which key a bundle must be signed with."""
+
+    edge_public_key: str | None = Field(
+        None,
+        description="Ed25519 public key (64 hex digits) `conveyor edge-run` trusts; default: the one of the signing "
+        "key block conveyor-edge-signing-key, read from the Prefect server.",
+    )
+
+
 class ConveyorSettings(BaseSettings):
     """Conveyor's settings, in groups; override any of them with ``CONVEYOR_<NAME>``."""
 
@@ -114,6 +124,7 @@ class ConveyorSettings(BaseSettings):
     validation: ValidationSettings = Field(default_factory=ValidationSettings, description="Validation thresholds.")
     watcher: WatcherSettings = Field(default_factory=WatcherSettings, description="The landing watcher.")
     cache: CacheSettings = Field(default_factory=CacheSettings, description="The task cache.")
+    edge: EdgeSettings = Field(default_factory=EdgeSettings, description="Edge devices.")
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -18,6 +21,7 @@ from conveyor.data.snapshots import Snapshot, read_snapshot
 from conveyor.export.edge import (
     BUNDLE_MANIFEST,
     SAMPLE_INPUTS_FILE,
+    SIGNATURE_FILE,
     BundleVerificationError,
     EdgeAccuracyError,
     LatencyBudget,
@@ -26,8 +30,12 @@ from conveyor.export.edge import (
     measure_latency,
     open_bundle,
     run_bundle,
+    sign_bundle,
+    trusted_public_key,
 )
 from conveyor.export.onnx import OnnxModel, onnx_model, onnx_predict, onnx_session
+from conveyor.io.files import sha256_file
+from conveyor.io.signing import public_key_of, sign
 from tests.fixtures.models import FAST_TRAINING, GATEWAY, StagedCandidate
 
 GENEROUS = LatencyBudget(p99_ms=1_000, min_rows_per_s=1)
@@ -109,8 +117,71 @@ def test_a_bundle_needing_a_newer_runtime_is_refused(bundle_copy: Path) -> None:
     manifest = json.loads((bundle_copy / BUNDLE_MANIFEST).read_text())
     manifest["min_onnxruntime"] = "99.0.0"
     (bundle_copy / BUNDLE_MANIFEST).write_text(json.dumps(manifest))
+    sign_bundle(bundle_copy)  # made and signed by the builder: only the runtime is wrong
     with pytest.raises(BundleVerificationError, match=r"needs ONNX Runtime 99.0.0"):
         _open(bundle_copy)
+
+
+def _rewrite_manifest(folder: Path, change: Callable[[dict[str, Any]], object]) -> None:
+    """What anyone who can write a bundle can do: change its manifest and re-hash every file it lists."""
+    manifest = json.loads((folder / BUNDLE_MANIFEST).read_text())
+    change(manifest)
+    manifest["files"] = {name: sha256_file(folder / name) for name in manifest["files"]}
+    (folder / BUNDLE_MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+CHANGED_AFTER_SIGNING = r"^Bundle gateway failed verification: its manifest.json was changed after it was signed\.$"
+
+
+def test_a_rehashed_manifest_with_a_changed_threshold_is_refused(bundle_copy: Path) -> None:
+    _rewrite_manifest(bundle_copy, lambda manifest: manifest.update(decision_threshold=0.0))
+    with pytest.raises(BundleVerificationError, match=CHANGED_AFTER_SIGNING):
+        _open(bundle_copy)
+
+
+def test_a_changed_bias_with_the_manifest_rehashed_is_refused(bundle_copy: Path) -> None:
+    model = bundle_copy / "model.onnx"
+    proto = onnx.load(model)
+    bias = next(t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and list(t.dims) == [1])
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 100, bias.name))
+    onnx.save_model(proto, model)
+    _rewrite_manifest(bundle_copy, lambda manifest: None)
+    with pytest.raises(BundleVerificationError, match=CHANGED_AFTER_SIGNING):
+        _open(bundle_copy)
+
+
+def test_a_bundle_signed_by_another_key_or_unsigned_is_refused(bundle_copy: Path) -> None:
+    forger = os.urandom(32)
+    manifest = (bundle_copy / BUNDLE_MANIFEST).read_bytes()
+    signature = {"algorithm": "ed25519", "public_key": public_key_of(forger), "signature": sign(forger, manifest)}
+    (bundle_copy / SIGNATURE_FILE).write_text(json.dumps(signature))
+    with pytest.raises(BundleVerificationError, match=r"^Bundle gateway is signed by another key than the trusted one"):
+        _open(bundle_copy)
+    (bundle_copy / SIGNATURE_FILE).unlink()
+    with pytest.raises(BundleVerificationError, match=r"^Bundle gateway is not signed: its manifest.sig is missing"):
+        _open(bundle_copy)
+
+
+def test_the_trusted_key_can_be_given_to_a_device_by_setting(
+    bundle: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONVEYOR_EDGE_PUBLIC_KEY", trusted_public_key())
+    _open(bundle[1])
+    monkeypatch.setenv("CONVEYOR_EDGE_PUBLIC_KEY", public_key_of(os.urandom(32)))
+    with pytest.raises(BundleVerificationError, match="signed by another key than the trusted one"):
+        _open(bundle[1])
+
+
+def test_a_bundle_is_bound_to_the_archive_hash_the_registry_recorded(bundle: tuple[Path, Path]) -> None:
+    with open_bundle(bundle[1], expect_sha256=sha256_file(bundle[1])) as opened:
+        assert opened.manifest["model_version"] == 1
+    with pytest.raises(BundleVerificationError, match=r"^gateway.tar.gz is not the registered bundle: its SHA-256 is"):
+        _open_expecting(bundle[1], "0" * 64)
+
+
+def _open_expecting(path: Path, sha256: str) -> None:
+    with open_bundle(path, expect_sha256=sha256):
+        pass
 
 
 def test_a_tampered_tarball_is_refused(bundle_copy: Path, tmp_path: Path) -> None:

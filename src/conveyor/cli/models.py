@@ -144,17 +144,25 @@ def edge_run(
     bundle: Annotated[Path, typer.Argument(help="An edge bundle: its folder or its .tar.gz.")],
     input_file: Annotated[Path, typer.Option("--input", help="Raw telemetry rows: a parquet or CSV file.")],
     out: Annotated[Path | None, typer.Option(help="Write the probabilities here (parquet).")] = None,
+    expect_sha256: Annotated[
+        str | None,
+        typer.Option(help="The tarball's SHA-256 the registry recorded (its version's manifest.json, edge.<target>)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Verify an edge bundle against its manifest and score raw telemetry with it."""
+    """Verify an edge bundle (signature, files) and score raw telemetry with it."""
+    import re
+
     import pandas as pd
 
     from conveyor.export.edge import open_bundle, run_bundle
     from conveyor.io.files import write_atomically
     from conveyor.models.mlp import OUTPUT_NAME
 
+    if expect_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", expect_sha256):
+        raise CommandError(f"--expect-sha256 must be 64 hex digits; got {expect_sha256!r}.")
     frame = pd.read_csv(input_file) if input_file.suffix == ".csv" else pd.read_parquet(input_file)
-    with open_bundle(bundle) as opened:
+    with open_bundle(bundle, expect_sha256=expect_sha256) as opened:
         probabilities = run_bundle(opened, frame)
         manifest = opened.manifest
     threshold = manifest["decision_threshold"]

@@ -18,7 +18,7 @@ def up(as_json: JsonFlag = False) -> None:
     started = stack.start_server(SETTINGS)
     pools = stack.ensure_work_pools()
     block = stack.ensure_stores_block(SETTINGS)
-    keys = stack.ensure_key_blocks()
+    keys, edge_public_key = stack.ensure_key_blocks()
     stack.deploy_all(SETTINGS)
     workers = stack.start_workers(SETTINGS)
     watcher = stack.start_watcher(SETTINGS)
@@ -29,6 +29,7 @@ def up(as_json: JsonFlag = False) -> None:
         "work_pools_created": pools,
         "stores_block_created": block,
         "key_blocks_created": keys,
+        "edge_public_key": edge_public_key,
         "workers_started": workers,
         "watcher_started": watcher,
     }

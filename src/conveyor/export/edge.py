@@ -1,7 +1,13 @@
-"""Edge targets: int8 quantization with its accuracy gate, verified bundles, and latency on the target."""
+"""Edge targets: int8 quantization with its accuracy gate, signed and verified bundles, and latency on the target.
+
+A bundle's manifest hashes every file and holds every field a decision depends on (threshold, input contract, target,
+model version); the manifest is signed with Ed25519 (the Secret block ``conveyor-edge-signing-key``), and a device
+reads nothing from a bundle before that signature verifies against the public key it trusts.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import statistics
@@ -13,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
@@ -23,6 +30,7 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 from sklearn.metrics import roc_auc_score
 
+from conveyor.blocks import EDGE_SIGNING_KEY_BLOCK, decode_key, ensure_secret_key, load_secret_key
 from conveyor.cache import Content, cached_task, task_output_dir, uncached_task
 from conveyor.data.snapshots import Snapshot, read_snapshot, split_holdout
 from conveyor.export.onnx import (
@@ -35,11 +43,15 @@ from conveyor.export.onnx import (
     onnx_session,
 )
 from conveyor.io.files import FolderName, sha256_file, write_atomically, write_text_atomically
+from conveyor.io.signing import public_key_of, sign, verifies
 from conveyor.models.mlp import CATEGORY_VOCABULARY, OUTPUT_NAME
 from conveyor.schema.telemetry import CATEGORY_FEATURE, LABEL, NUMERIC_FEATURES
+from conveyor.settings import get_settings
 
 BUNDLE_FORMAT = "conveyor-edge-bundle/1"
 BUNDLE_MANIFEST = "manifest.json"
+# The Ed25519 signature of the manifest's exact bytes, and the public key that claims to have made it.
+SIGNATURE_FILE = "manifest.sig"
 SAMPLE_INPUTS_FILE = "sample_inputs.parquet"
 # The oldest ONNX Runtime that implements each ONNX opset (ONNX Runtime's compatibility table).
 MIN_ONNXRUNTIME_FOR_OPSET = {17: "1.13.0", 18: "1.14.0", 19: "1.16.0", 20: "1.17.0", 21: "1.18.0"}
@@ -207,6 +219,7 @@ def build_edge_bundle(
         "files": {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.name != BUNDLE_MANIFEST},
     }
     write_text_atomically(folder / BUNDLE_MANIFEST, json.dumps(manifest, indent=2))
+    sign_bundle(folder)
     archive = folder.with_name(f"{target.name}.tar.gz")
 
     def pack(tmp: Path) -> None:
@@ -217,8 +230,33 @@ def build_edge_bundle(
     return EdgeBundle(target=target.name, folder=str(folder), archive=str(archive), archive_sha256=sha256_file(archive))
 
 
+def sign_bundle(folder: Path) -> None:
+    """Sign a bundle's manifest (the hash of every file, every decision field) with the edge signing key."""
+    seed, _ = ensure_secret_key(EDGE_SIGNING_KEY_BLOCK)
+    manifest = (folder / BUNDLE_MANIFEST).read_bytes()
+    signature = {"algorithm": "ed25519", "public_key": public_key_of(seed), "signature": sign(seed, manifest)}
+    write_text_atomically(folder / SIGNATURE_FILE, json.dumps(signature, indent=2))
+
+
+def trusted_public_key() -> str:
+    """The key bundles must be signed with: CONVEYOR_EDGE_PUBLIC_KEY, else the signing key block's on the server."""
+    configured = get_settings().edge.edge_public_key
+    if configured:
+        return decode_key(configured, "CONVEYOR_EDGE_PUBLIC_KEY").hex()
+    try:
+        seed = load_secret_key(EDGE_SIGNING_KEY_BLOCK)
+    except httpx.HTTPError:  # a device without a Prefect server: it must be told the key
+        seed = None
+    if seed is None:
+        raise BundleVerificationError(
+            "No key to verify edge bundles with: set CONVEYOR_EDGE_PUBLIC_KEY to the edge_public_key "
+            "`conveyor up --json` prints."
+        )
+    return public_key_of(seed)
+
+
 class OpenedBundle(BaseModel):
-    """A bundle whose every file matched its manifest."""
+    """A bundle whose manifest is signed by the trusted key and whose every file matched that manifest."""
 
     folder: Path
     manifest: dict[str, Any]
@@ -233,18 +271,46 @@ class OpenedBundle(BaseModel):
         return onnx_session(self.model_path, int(self.manifest["target"]["threads"]))
 
 
-def _verify(folder: Path) -> OpenedBundle:
+def _check_signature(folder: Path, manifest: bytes, public_key: str) -> None:
+    """Refuse a manifest not signed by the trusted key: whoever rewrites it (and re-hashes its files) cannot sign."""
+    try:
+        signature = json.loads((folder / SIGNATURE_FILE).read_text())
+        signer, value = str(signature["public_key"]), str(signature["signature"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise BundleVerificationError(
+            f"Bundle {folder.name} is not signed: its {SIGNATURE_FILE} is missing or unreadable."
+        ) from None
+    if signer.lower() != public_key:
+        raise BundleVerificationError(
+            f"Bundle {folder.name} is signed by another key than the trusted one ({public_key[:16]}…)."
+        )
+    if not verifies(public_key, manifest, value):
+        raise BundleVerificationError(
+            f"Bundle {folder.name} failed verification: its {BUNDLE_MANIFEST} was changed after it was signed."
+        )
+
+
+def _verify(folder: Path, public_key: str) -> OpenedBundle:
     name = folder.name
     try:
-        manifest = json.loads((folder / BUNDLE_MANIFEST).read_text())
-        listed = manifest["files"]
-        if manifest.get("format") != BUNDLE_FORMAT or "model.onnx" not in listed:
-            raise KeyError("format")
-    except (OSError, ValueError, KeyError, TypeError):
+        signed = (folder / BUNDLE_MANIFEST).read_bytes()
+    except OSError:
         raise BundleVerificationError(
             f"{name} is not a Conveyor edge bundle: its {BUNDLE_MANIFEST} is missing or unreadable."
         ) from None
-    unlisted = sorted(p.name for p in folder.iterdir() if p.name != BUNDLE_MANIFEST and p.name not in listed)
+    _check_signature(folder, signed, public_key)
+    try:
+        manifest = json.loads(signed)
+        listed = manifest["files"]
+        if manifest.get("format") != BUNDLE_FORMAT or "model.onnx" not in listed:
+            raise KeyError("format")
+    except (ValueError, KeyError, TypeError):
+        raise BundleVerificationError(
+            f"{name} is not a Conveyor edge bundle: its {BUNDLE_MANIFEST} is unreadable."
+        ) from None
+    unlisted = sorted(
+        p.name for p in folder.iterdir() if p.name not in (BUNDLE_MANIFEST, SIGNATURE_FILE) and p.name not in listed
+    )
     if unlisted:
         raise BundleVerificationError(f"Bundle {name} holds files its manifest does not list: {', '.join(unlisted)}.")
     for file, digest in listed.items():
@@ -261,19 +327,34 @@ def _verify(folder: Path) -> OpenedBundle:
 
 
 @contextmanager
-def open_bundle(path: Path) -> Iterator[OpenedBundle]:
-    """Open a bundle folder or tarball, refusing it unless every file matches the manifest."""
+def open_bundle(path: Path, expect_sha256: str | None = None, public_key: str | None = None) -> Iterator[OpenedBundle]:
+    """Open a bundle folder or tarball, refusing it unless it is signed by the trusted key and matches its manifest.
+
+    ``expect_sha256`` binds a tarball to the archive hash the registry recorded; ``public_key`` (hex) overrides the
+    trusted key (``trusted_public_key``).
+    """
+    public_key = public_key or trusted_public_key()
     if path.is_dir():
-        yield _verify(path)
+        if expect_sha256 is not None:
+            raise BundleVerificationError(f"{path.name} is a folder; an expected SHA-256 binds a bundle tarball.")
+        yield _verify(path, public_key)
         return
     if not tarfile.is_tarfile(path):
         raise BundleVerificationError(f"{path} is neither a bundle folder nor a bundle tarball.")
-    with tempfile.TemporaryDirectory(prefix="conveyor-bundle-") as tmp, tarfile.open(path) as tar:
-        tar.extractall(tmp, filter="data")  # refuses absolute paths, links out of the folder, devices
+    with path.open("rb") as archive, tempfile.TemporaryDirectory(prefix="conveyor-bundle-") as tmp:
+        if expect_sha256 is not None:  # hashed from the handle that is unpacked: the bytes checked are those used
+            digest = hashlib.file_digest(archive, "sha256").hexdigest()
+            if digest != expect_sha256.lower():
+                raise BundleVerificationError(
+                    f"{path.name} is not the registered bundle: its SHA-256 is {digest}, not {expect_sha256}."
+                )
+            archive.seek(0)
+        with tarfile.open(fileobj=archive) as tar:
+            tar.extractall(tmp, filter="data")  # refuses absolute paths, links out of the folder, devices
         folders = [p for p in Path(tmp).iterdir() if p.is_dir()]
         if len(folders) != 1:
             raise BundleVerificationError(f"{path.name} should hold exactly one bundle folder.")
-        yield _verify(folders[0])
+        yield _verify(folders[0], public_key)
 
 
 def run_bundle(bundle: OpenedBundle, frame: pd.DataFrame) -> np.ndarray:
