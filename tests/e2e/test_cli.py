@@ -147,6 +147,29 @@ def test_edge_run_binds_a_tarball_to_the_registry_hash_and_needs_no_server_given
     )
 
 
+def test_edge_run_refuses_rows_with_infinite_values_and_scores_the_others(
+    candidate: StagedCandidate, tmp_path: Path
+) -> None:
+    frame = read_snapshot(candidate.candidate.snapshot).head(2_000).reset_index(drop=True)
+    frame.loc[5, "temperature"] = np.inf
+    frame.loc[6, "temperature"] = -np.inf
+    rows = tmp_path / "rows.parquet"
+    frame.to_parquet(rows)
+    out = tmp_path / "scored.parquet"
+    result = run_cli("edge-run", candidate.bundles[0].archive, "--input", str(rows), "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["rows"], summary["scored"]) == (2_000, 1_998)
+    assert summary["refused"] == {"non-finite value in temperature": 2}
+    scored = pd.read_parquet(out)
+    assert scored["refused"].notna().to_numpy().nonzero()[0].tolist() == [5, 6]
+    assert scored[OUTPUT_NAME].drop(index=[5, 6]).notna().all()
+    expected = onnx_predict(onnx_session(Path(candidate.bundles[0].folder) / "model.onnx"), frame.drop(index=[5, 6]))
+    assert summary["predicted_failures"] == int((expected >= 0.5).sum())
+    text = run_cli("edge-run", candidate.bundles[0].archive, "--input", str(rows))
+    assert "; 2 rows refused: non-finite value in temperature (2)" in text.stdout
+
+
 def test_edge_run_refuses_a_tampered_bundle_in_one_sentence(candidate: StagedCandidate, tmp_path: Path) -> None:
     folder = Path(shutil.copytree(candidate.bundles[0].folder, tmp_path / "gateway"))
     (folder / "model.onnx").write_bytes((folder / "model.onnx").read_bytes() + b"\0")

@@ -87,6 +87,7 @@ def test_manifest_describes_the_bundle_completely(bundle: tuple[Path, Path]) -> 
     assert manifest["opset"] == 18
     assert manifest["decision_threshold"] == 0.5
     assert [i["name"] for i in manifest["inputs"]] == ["numeric", "machine_model"]
+    assert manifest["inputs"][0]["valid_ranges"]["temperature"] == [-40, 150]  # the data contract's bounds
     assert set(manifest["files"]) == {"model.onnx", SAMPLE_INPUTS_FILE}
 
 
@@ -95,7 +96,7 @@ def test_bundle_scores_like_its_model_in_process(bundle: tuple[Path, Path], snap
     expected = onnx_predict(onnx_session(bundle[0] / "model.onnx"), rows)
     for path in bundle:
         with open_bundle(path) as opened:
-            np.testing.assert_array_equal(run_bundle(opened, rows), expected)
+            np.testing.assert_array_equal(run_bundle(opened, rows).probabilities, expected)
 
 
 def test_a_changed_byte_in_the_model_is_refused(bundle_copy: Path) -> None:
@@ -199,6 +200,28 @@ def test_something_that_is_no_bundle_is_refused(tmp_path: Path) -> None:
         _open(tmp_path)
     with pytest.raises(BundleVerificationError, match="neither a bundle folder nor a bundle tarball"):
         _open(tmp_path / "notes.txt")
+
+
+def test_rows_with_non_finite_or_out_of_contract_values_are_refused_and_the_rest_scored_as_if_alone(
+    bundle: tuple[Path, Path], snapshot: Snapshot
+) -> None:
+    rows = read_snapshot(snapshot).head(2_000).reset_index(drop=True)
+    bad = {3: ("temperature", np.inf), 7: ("rpm", -np.inf), 11: ("pressure", np.nan), 13: ("voltage", 1e6)}
+    mixed = rows.copy()
+    for row, (feature, value) in bad.items():
+        mixed.loc[row, feature] = value
+    with open_bundle(bundle[1]) as opened:
+        scoring = run_bundle(opened, mixed)
+        alone = run_bundle(opened, rows.drop(index=list(bad)))
+    assert scoring.refusals() == {
+        "non-finite value in temperature": 1,
+        "non-finite value in rpm": 1,
+        "missing value in pressure": 1,
+        "voltage outside [100, 400]": 1,
+    }
+    assert list(np.flatnonzero(~scoring.scored)) == list(bad)
+    np.testing.assert_array_equal(scoring.probabilities[scoring.scored], alone.probabilities)
+    assert np.isfinite(scoring.probabilities[scoring.scored]).all()
 
 
 def test_rows_missing_a_column_are_refused(bundle: tuple[Path, Path], snapshot: Snapshot) -> None:

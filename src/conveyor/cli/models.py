@@ -150,12 +150,12 @@ def edge_run(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Verify an edge bundle (signature, files) and score raw telemetry with it."""
+    """Verify an edge bundle (signature, files) and score raw telemetry with it; rows it cannot score are refused."""
     import re
 
     import pandas as pd
 
-    from conveyor.export.edge import open_bundle, run_bundle
+    from conveyor.export.edge import REFUSED_COLUMN, open_bundle, run_bundle
     from conveyor.io.files import write_atomically
     from conveyor.models.mlp import OUTPUT_NAME
 
@@ -163,22 +163,26 @@ def edge_run(
         raise CommandError(f"--expect-sha256 must be 64 hex digits; got {expect_sha256!r}.")
     frame = pd.read_csv(input_file) if input_file.suffix == ".csv" else pd.read_parquet(input_file)
     with open_bundle(bundle, expect_sha256=expect_sha256) as opened:
-        probabilities = run_bundle(opened, frame)
+        scoring = run_bundle(opened, frame)
         manifest = opened.manifest
-    threshold = manifest["decision_threshold"]
     if out:
-        scored = pd.DataFrame({OUTPUT_NAME: probabilities})
+        scored = pd.DataFrame({OUTPUT_NAME: scoring.probabilities, REFUSED_COLUMN: scoring.refused})
         write_atomically(out, lambda tmp: scored.to_parquet(tmp, index=False))
+    refusals = scoring.refusals()
     summary = {
         "model": f"{manifest['model_name']} v{manifest['model_version']}",
         "target": manifest["target"]["name"],
-        "rows": len(probabilities),
-        "predicted_failures": int((probabilities >= threshold).sum()),
+        "rows": len(frame),
+        "scored": int(scoring.scored.sum()),
+        "predicted_failures": int((scoring.probabilities[scoring.scored] >= manifest["decision_threshold"]).sum()),
+        "refused": refusals,
         "out": str(out) if out else None,
     }
+    refused = sum(refusals.values())
     text = (
-        f"{summary['model']} on {summary['target']}: {summary['rows']} rows scored, "
+        f"{summary['model']} on {summary['target']}: {summary['scored']} rows scored, "
         f"{summary['predicted_failures']} predicted to fail within 7 days"
+        + (f"; {refused} rows refused: " + ", ".join(f"{r} ({n})" for r, n in refusals.items()) if refused else "")
         + (f"; probabilities in {out}" if out else "")
     )
     show(summary, as_json, text)

@@ -7,6 +7,7 @@ reads nothing from a bundle before that signature verifies against the public ke
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -47,11 +48,14 @@ from conveyor.io.signing import public_key_of, sign, verifies
 from conveyor.models.mlp import CATEGORY_VOCABULARY, OUTPUT_NAME
 from conveyor.schema.telemetry import CATEGORY_FEATURE, LABEL, NUMERIC_FEATURES
 from conveyor.settings import get_settings
+from conveyor.validation.contract import TelemetrySchema
 
 BUNDLE_FORMAT = "conveyor-edge-bundle/1"
 BUNDLE_MANIFEST = "manifest.json"
 # The Ed25519 signature of the manifest's exact bytes, and the public key that claims to have made it.
 SIGNATURE_FILE = "manifest.sig"
+# Scored rows' column beside the probability: why a row has none.
+REFUSED_COLUMN = "refused"
 SAMPLE_INPUTS_FILE = "sample_inputs.parquet"
 # The oldest ONNX Runtime that implements each ONNX opset (ONNX Runtime's compatibility table).
 MIN_ONNXRUNTIME_FOR_OPSET = {17: "1.13.0", 18: "1.14.0", 19: "1.16.0", 20: "1.17.0", 21: "1.18.0"}
@@ -183,9 +187,25 @@ def check_edge_accuracy(
     return accuracy
 
 
+def _valid_ranges() -> dict[str, list[float]]:
+    """Each numeric feature's bounds in the data contract: a row outside them is refused, never scored."""
+    columns = TelemetrySchema.to_schema().columns
+    ranges = {}
+    for feature in NUMERIC_FEATURES:
+        bounds = {key: value for check in columns[feature].checks for key, value in check.statistics.items()}
+        ranges[feature] = [float(bounds["min_value"]), float(bounds["max_value"])]
+    return ranges
+
+
 def _input_schema() -> list[dict[str, Any]]:
     return [
-        {"name": "numeric", "dtype": "float32", "shape": ["batch", len(NUMERIC_FEATURES)], "columns": NUMERIC_FEATURES},
+        {
+            "name": "numeric",
+            "dtype": "float32",
+            "shape": ["batch", len(NUMERIC_FEATURES)],
+            "columns": NUMERIC_FEATURES,
+            "valid_ranges": _valid_ranges(),
+        },
         {
             "name": CATEGORY_FEATURE,
             "dtype": "string",
@@ -357,12 +377,57 @@ def open_bundle(path: Path, expect_sha256: str | None = None, public_key: str | 
         yield _verify(folders[0], public_key)
 
 
-def run_bundle(bundle: OpenedBundle, frame: pd.DataFrame) -> np.ndarray:
-    """Failure probabilities for raw telemetry rows from a verified bundle."""
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+    """A bundle's answer for each input row: a failure probability, or the reason the row was refused."""
+
+    probabilities: np.ndarray = dataclasses.field(repr=False)  # float32 per row; NaN where refused
+    refused: np.ndarray = dataclasses.field(repr=False)  # per row: why it was refused, or None where scored
+
+    @property
+    def scored(self) -> np.ndarray:
+        """Which rows have a probability."""
+        return np.asarray(pd.isna(self.refused))
+
+    def refusals(self) -> dict[str, int]:
+        """How many rows were refused, by reason."""
+        reasons, counts = np.unique(self.refused[~self.scored].astype(str), return_counts=True)
+        return {str(reason): int(count) for reason, count in zip(reasons, counts, strict=True)}
+
+
+def refusal_reasons(numeric: pd.DataFrame, raw: pd.DataFrame, valid_ranges: dict[str, list[float]]) -> np.ndarray:
+    """Why each row cannot be scored, naming its first bad feature (None: it can be)."""
+    reasons = np.full(len(numeric), None, dtype=object)
+    for feature in NUMERIC_FEATURES:
+        values = numeric[feature].to_numpy(dtype=np.float64)
+        low, high = valid_ranges[feature]
+        checks = (
+            (raw[feature].isna().to_numpy(), f"missing value in {feature}"),
+            (np.isnan(values), f"non-numeric value in {feature}"),
+            (np.isinf(values), f"non-finite value in {feature}"),
+            ((values < low) | (values > high), f"{feature} outside [{low:g}, {high:g}]"),
+        )
+        for failing, reason in checks:
+            reasons[failing & pd.isna(reasons)] = reason
+    return reasons
+
+
+def run_bundle(bundle: OpenedBundle, frame: pd.DataFrame) -> Scoring:
+    """Failure probabilities from a verified bundle for the rows within its input contract; the others are refused."""
     missing = [c for c in (*NUMERIC_FEATURES, CATEGORY_FEATURE) if c not in frame.columns]
     if missing:
         raise ValueError(f"The input lacks the columns {', '.join(missing)} the bundle reads.")
-    return onnx_predict(bundle.session(), frame)
+    numeric = frame[list(NUMERIC_FEATURES)].apply(pd.to_numeric, errors="coerce")
+    reasons = refusal_reasons(numeric, frame, bundle.manifest["inputs"][0]["valid_ranges"])
+    probabilities = np.full(len(frame), np.nan, dtype=np.float32)
+    accepted = np.asarray(pd.isna(reasons))
+    if accepted.any():  # bad rows never reach the model: an int8 model quantizes over the whole batch
+        rows = frame[accepted].assign(**{f: numeric[f].to_numpy()[accepted] for f in NUMERIC_FEATURES})
+        probabilities[accepted] = onnx_predict(bundle.session(), rows)
+    unanswered = accepted & ~np.isfinite(probabilities)  # never a NaN taken for a decision, whatever the model does
+    reasons[unanswered] = "no finite probability from the model"
+    probabilities[unanswered] = np.nan
+    return Scoring(probabilities=probabilities, refused=reasons)
 
 
 def _timed(call: Callable[[], object], repeats: int) -> list[float]:
