@@ -36,19 +36,20 @@ def record_mac(key: str, record: bytes, outputs: str) -> str:
 
 def mac_key() -> bytes:
     """The cache's MAC key: from the settings, the Secret block, or this host's key file (looked up once)."""
+    # Settings come from CONVEYOR_* variables only (no .env file): while they and the API stay, so does the key.
+    conveyor_env = tuple(sorted((name, value) for name, value in os.environ.items() if name.startswith("CONVEYOR_")))
+    return _mac_key(conveyor_env, str(get_current_settings().api.url))
+
+
+@cache  # a key costs a server call or a file read (and reading the settings, milliseconds), not one per record
+def _mac_key(conveyor_env: tuple[tuple[str, str], ...], api_url: str) -> bytes:
     settings = get_settings()
-    configured = settings.cache.cache_key.get_secret_value() if settings.cache.cache_key else None
-    return _mac_key(configured, str(get_current_settings().api.url), settings.key_dir / "cache.key")
-
-
-@cache  # per process and per source: a key is one server call (or one file read), not one per task run
-def _mac_key(configured: str | None, api_url: str, key_file: Path) -> bytes:
-    if configured is not None:
-        return decode_key(configured, "CONVEYOR_CACHE_KEY")
+    if settings.cache.cache_key is not None:
+        return decode_key(settings.cache.cache_key.get_secret_value(), "CONVEYOR_CACHE_KEY")
     try:
         return ensure_secret_key(CACHE_KEY_BLOCK)[0]
     except httpx.HTTPError:  # no Prefect server answers at api_url: this host's own key
-        return _host_key(key_file)
+        return _host_key(settings.key_dir / "cache.key")
 
 
 def _host_key(path: Path) -> bytes:
