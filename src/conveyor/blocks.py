@@ -1,17 +1,25 @@
-"""The block that says where data lands and where snapshots and models are kept."""
+"""The block that says where data lands and where snapshots and models are kept, and the keys kept in Secret blocks."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
 import httpx
+from prefect import get_client
 from prefect.blocks.core import Block
+from prefect.blocks.system import Secret
+from prefect.exceptions import ObjectNotFound
 from pydantic import Field, SecretStr
 
 from conveyor.settings import ConveyorSettings, get_settings
 
 DEFAULT_BLOCK_NAME = "default"
+# Secret blocks holding 32 random bytes as hex: the task cache's MAC key and the edge bundles' Ed25519 private key.
+CACHE_KEY_BLOCK = "conveyor-cache-key"
+EDGE_SIGNING_KEY_BLOCK = "conveyor-edge-signing-key"
+KEY_BYTES = 32
 
 
 class S3Credentials(Block):
@@ -88,3 +96,42 @@ class ConveyorStores(Block):
     def quarantine_path(self) -> Path:
         """The quarantine area as a path."""
         return Path(self.quarantine_dir)
+
+
+def decode_key(text: object, source: str) -> bytes:
+    """A 32-byte key written as 64 hex digits; anything else is refused, naming where it came from."""
+    try:
+        key = bytes.fromhex(text) if isinstance(text, str) else b""
+    except ValueError:
+        key = b""
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"{source} does not hold a key of {2 * KEY_BYTES} hex digits.")
+    return key
+
+
+def load_secret_key(name: str) -> bytes | None:
+    """The key kept in the Secret block of that name; None when there is none (httpx errors: no server answers)."""
+    # Read as a document: Block.load would also emit a "loaded" event, which a short-lived CLI must then flush.
+    with get_client(sync_client=True) as client:
+        try:
+            document = client.read_block_document_by_name(name, block_type_slug=Secret.get_block_type_slug())
+        except ObjectNotFound:
+            return None
+    where = f"The Secret block {name} (delete it and run `conveyor up` for a new key)"
+    return decode_key(document.data.get("value"), where)
+
+
+def ensure_secret_key(name: str) -> tuple[bytes, bool]:
+    """The key kept in the Secret block of that name, made of random bytes first if missing; and whether it was."""
+    key = load_secret_key(name)
+    if key is not None:
+        return key, False
+    try:
+        Secret(value=secrets.token_hex(KEY_BYTES)).save(name)  # never overwrites: the server refuses a second one
+        created = True
+    except ValueError:  # another process saved its key first: everyone uses that one
+        created = False
+    key = load_secret_key(name)
+    if key is None:
+        raise LookupError(f"The Secret block {name} vanished while it was being created; try again.")
+    return key, created

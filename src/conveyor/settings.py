@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, computed_field
+from pydantic import Field, SecretStr, computed_field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -92,6 +92,21 @@ class CacheSettings(_Group):
     code_packages: list[str] = Field(
         ["conveyor"], description="Packages whose source is part of every task's cache key."
     )
+    cache_key: SecretStr | None = Field(
+        None,
+        description="Key (64 hex digits) that authenticates the task cache's records; default: the Secret block "
+        "conveyor-cache-key, or <state dir>/keys/cache.key where no Prefect server answers.",
+    )
+
+
+class EdgeSettings(_Group):
+    """Edge devices: which key a bundle must be signed with."""
+
+    edge_public_key: str | None = Field(
+        None,
+        description="Ed25519 public key (64 hex digits) `conveyor edge-run` trusts; default: the one of the signing "
+        "key block conveyor-edge-signing-key, read from the Prefect server.",
+    )
 
 
 class DatasetSettings(_Group):
@@ -119,6 +134,7 @@ class ConveyorSettings(BaseSettings):
     watcher: WatcherSettings = Field(default_factory=WatcherSettings, description="The landing watcher.")
     cache: CacheSettings = Field(default_factory=CacheSettings, description="The task cache.")
     datasets: DatasetSettings = Field(default_factory=DatasetSettings, description="Dataset specs.")
+    edge: EdgeSettings = Field(default_factory=EdgeSettings, description="Edge devices.")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -146,6 +162,11 @@ class ConveyorSettings(BaseSettings):
     def log_dir(self) -> Path:
         """Logs of the server and workers `conveyor up` started."""
         return self.state_dir / "logs"
+
+    @property
+    def key_dir(self) -> Path:
+        """Keys kept on this host (mode 0700), outside the task cache that other hosts may write."""
+        return self.state_dir / "keys"
 
     @property
     def watcher_state_file(self) -> Path:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
+import pickle
 import shutil
 import sys
 import threading
@@ -16,17 +18,21 @@ from uuid import UUID
 import pytest
 from prefect import flow
 from prefect.client.schemas.objects import State
-from prefect.settings import get_current_settings
+from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
-from conveyor.cache import cached_task
+from conveyor.blocks import CACHE_KEY_BLOCK, load_secret_key
+from conveyor.cache import cached_task, mac
 from conveyor.cache.keys import code_fingerprint
-from conveyor.cache.ledger import Decision, decisions_of
+from conveyor.cache.ledger import Decision, decisions_of, ledger
 from conveyor.cache.prune import prune_cache
 from conveyor.cache.report import explain_table
 from conveyor.data.snapshots import Snapshot, snapshot_partition
 from conveyor.data.store import DataStore
+from conveyor.io.hashing import hash_bytes
 from conveyor.models.training import train_model
+from conveyor.settings import get_settings
 from conveyor.validation.tasks import validate_snapshot
+from tests.conftest import free_port
 from tests.fixtures.cli import run_cli
 
 
@@ -98,12 +104,103 @@ def test_a_corrupted_result_record_is_recomputed_not_trusted(landing: Path, tmp_
     landed = _landed(landing, "day-1.parquet", os.urandom(1000))
     _, decisions = _run([landed], tmp_path / "store")
     record = get_current_settings().results.local_storage_path / str(decisions[0].key)
-    # Still valid JSON, so Prefect would happily read it: only the checksum catches the edit.
+    # Still valid JSON, so Prefect would happily read it: only the MAC catches the edit.
     record.write_text(record.read_text().replace(str(tmp_path), str(tmp_path / "elsewhere")))
     states, decisions = _run([landed], tmp_path / "store")
     assert states[0].name == "Completed"
-    assert decisions[0].reason == "stored result is corrupted (checksum mismatch); recomputing"
+    assert decisions[0].reason == NOT_VERIFIED
     assert Path(states[0].result().path).is_file()
+
+
+NOT_VERIFIED = "stored result does not verify (corrupted, or written by someone else); refused unread; recomputing"
+
+
+class _LeavesMarker:
+    """A payload that, once unpickled, creates a folder: proof that a record's payload ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.mkdir, (str(self.marker),)
+
+
+def _record_of(decision: Decision) -> Path:
+    return get_current_settings().results.local_storage_path / str(decision.key)
+
+
+def _set_ledger_checksum(decision: Decision, checksum: str) -> None:
+    """What someone who can write the cache folder can do: put a checksum of their choice beside a record."""
+    with ledger() as db:
+        db.execute("UPDATE entries SET record_checksum = ? WHERE key = ?", (checksum, decision.key))
+
+
+def test_a_record_switched_to_pickle_is_refused_unread_even_with_the_ledger_updated_beside_it(
+    landing: Path, tmp_path: Path
+) -> None:
+    landed = _landed(landing, "day-1.parquet", os.urandom(1000))
+    _, decisions = _run([landed], tmp_path / "store")
+    record = _record_of(decisions[0])
+    marker = tmp_path / "the-payload-ran"
+    envelope = json.loads(record.read_text())
+    envelope["metadata"]["serializer"] = {"type": "pickle", "picklelib": "cloudpickle"}
+    envelope["result"] = base64.encodebytes(pickle.dumps(_LeavesMarker(marker))).decode()
+    forged = json.dumps(envelope).encode()
+    record.write_bytes(forged)
+    _set_ledger_checksum(decisions[0], hash_bytes(forged))
+    states, decisions = _run([landed], tmp_path / "store")
+    assert not marker.exists()
+    assert states[0].name == "Completed"
+    assert decisions[0].reason == (
+        "stored result names the serializer 'pickle', not Conveyor's JSON one; refused unread; recomputing"
+    )
+    assert _run([landed], tmp_path / "store")[0][0].name == "Cached"  # the honest record written since hits
+
+
+def _mac_under_another_key(decision: Decision, record: bytes, monkeypatch: pytest.MonkeyPatch) -> str:
+    with monkeypatch.context() as patched:
+        patched.setattr(mac, "mac_key", lambda: os.urandom(32))
+        with ledger() as db:
+            (outputs,) = db.execute("SELECT outputs FROM entries WHERE key = ?", (decision.key,)).fetchone()
+        return mac.record_mac(str(decision.key), record, outputs)
+
+
+@pytest.mark.parametrize("forged_checksum", ["plain checksum", "MAC under another key"])
+def test_a_record_whose_mac_does_not_verify_is_a_miss_written_by_someone_else(
+    forged_checksum: str, landing: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    landed = _landed(landing, "day-1.parquet", os.urandom(1000))
+    _, decisions = _run([landed], tmp_path / "store")
+    record = _record_of(decisions[0])
+    forged = record.read_bytes().replace(str(tmp_path).encode(), str(tmp_path / "elsewhere").encode())
+    record.write_bytes(forged)
+    if forged_checksum == "plain checksum":
+        _set_ledger_checksum(decisions[0], hash_bytes(forged))
+    else:
+        _set_ledger_checksum(decisions[0], _mac_under_another_key(decisions[0], forged, monkeypatch))
+    states, decisions = _run([landed], tmp_path / "store")
+    assert (states[0].name, decisions[0].reason) == ("Completed", NOT_VERIFIED)
+    assert Path(states[0].result().path).is_file()
+    assert _run([landed], tmp_path / "store")[0][0].name == "Cached"
+
+
+def test_the_mac_key_comes_from_the_setting_else_a_secret_block_else_a_private_file_outside_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_slowly(_landed(tmp_path, "any.bin", os.urandom(10)), 0.0)  # a cached task made the block if it was missing
+    assert mac.mac_key() == load_secret_key(CACHE_KEY_BLOCK)
+    monkeypatch.setenv("CONVEYOR_STATE_DIR", str(tmp_path / "state"))
+    with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):  # no server answers
+        host_key = mac.mac_key()
+    key_file = tmp_path / "state" / "keys" / "cache.key"
+    assert bytes.fromhex(key_file.read_text()) == host_key
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert not key_file.is_relative_to(get_settings().task_cache_dir)
+    monkeypatch.setenv("CONVEYOR_CACHE_KEY", "ab" * 32)
+    assert mac.mac_key() == bytes([0xAB] * 32)
+    monkeypatch.setenv("CONVEYOR_CACHE_KEY", "not hex")
+    with pytest.raises(ValueError, match=r"^CONVEYOR_CACHE_KEY does not hold a key of 64 hex digits\.$"):
+        mac.mac_key()
 
 
 def test_a_deleted_output_file_is_recomputed(landing: Path, tmp_path: Path) -> None:

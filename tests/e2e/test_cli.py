@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import shutil
 import socket
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,11 @@ import pytest
 
 from conveyor.data.snapshots import read_snapshot
 from conveyor.data.synthetic import generate_telemetry, write_partition
+from conveyor.export.edge import trusted_public_key
 from conveyor.export.onnx import onnx_predict, onnx_session
+from conveyor.io.files import sha256_file
 from conveyor.schema.telemetry import TELEMETRY
+from tests.conftest import free_port
 from tests.fixtures.cli import run_cli
 from tests.fixtures.models import CANDIDATE_NAME, ENCODING, StagedCandidate, register_candidate
 
@@ -94,6 +98,78 @@ def test_edge_run_scores_like_onnx_runtime_in_process(candidate: StagedCandidate
     assert json.loads(result.stdout)["rows"] == 300
     expected = onnx_predict(onnx_session(Path(bundle.folder) / "model.onnx"), frame, ENCODING)
     np.testing.assert_array_equal(pd.read_parquet(out)[TELEMETRY.prediction].to_numpy(), expected)
+
+
+def _rows_file(candidate: StagedCandidate, tmp_path: Path, rows: int = 10) -> Path:
+    path = tmp_path / "rows.parquet"
+    read_snapshot(candidate.candidate.snapshot).head(rows).to_parquet(path)
+    return path
+
+
+def test_edge_run_refuses_a_rewritten_and_rehashed_manifest_in_one_sentence(
+    candidate: StagedCandidate, tmp_path: Path
+) -> None:
+    folder = Path(shutil.copytree(candidate.bundles[0].folder, tmp_path / "gateway"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["decision_threshold"] = 0.0  # every row would "fail"
+    manifest["files"] = {name: sha256_file(folder / name) for name in manifest["files"]}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    archive = tmp_path / "gateway.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="gateway")
+    result = run_cli("edge-run", str(archive), "--input", str(_rows_file(candidate, tmp_path)))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "Error: Bundle gateway failed verification: its manifest.json was changed after it was signed."
+    )
+
+
+def test_edge_run_binds_a_tarball_to_the_registry_hash_and_needs_no_server_given_the_public_key(
+    candidate: StagedCandidate, tmp_path: Path
+) -> None:
+    bundle = candidate.bundles[0]
+    rows = _rows_file(candidate, tmp_path)
+    no_server = {"CONVEYOR_SERVER_PORT": str(free_port()), "CONVEYOR_EDGE_PUBLIC_KEY": trusted_public_key()}
+    honest = run_cli(
+        "edge-run", bundle.archive, "--input", str(rows), "--expect-sha256", bundle.archive_sha256, env=no_server
+    )
+    assert honest.returncode == 0, honest.stderr
+    assert honest.stdout.startswith("candidate v1 on gateway: 10 rows scored")
+    other = run_cli("edge-run", bundle.archive, "--input", str(rows), "--expect-sha256", "0" * 64, env=no_server)
+    assert other.returncode == 1
+    assert other.stderr.strip() == (
+        f"Error: gateway.tar.gz is not the registered bundle: its SHA-256 is {bundle.archive_sha256}, not {'0' * 64}."
+    )
+    untold = run_cli("edge-run", bundle.archive, "--input", str(rows), env={"CONVEYOR_SERVER_PORT": str(free_port())})
+    assert untold.returncode == 1
+    assert untold.stderr.strip() == (
+        "Error: No key to verify edge bundles with: set CONVEYOR_EDGE_PUBLIC_KEY to the edge_public_key "
+        "`conveyor up --json` prints."
+    )
+
+
+def test_edge_run_refuses_rows_with_infinite_values_and_scores_the_others(
+    candidate: StagedCandidate, tmp_path: Path
+) -> None:
+    frame = read_snapshot(candidate.candidate.snapshot).head(2_000).reset_index(drop=True)
+    frame.loc[5, "temperature"] = np.inf
+    frame.loc[6, "temperature"] = -np.inf
+    rows = tmp_path / "rows.parquet"
+    frame.to_parquet(rows)
+    out = tmp_path / "scored.parquet"
+    result = run_cli("edge-run", candidate.bundles[0].archive, "--input", str(rows), "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["rows"], summary["scored"]) == (2_000, 1_998)
+    assert summary["refused"] == {"non-finite value in temperature": 2}
+    scored = pd.read_parquet(out)
+    assert scored["refused"].notna().to_numpy().nonzero()[0].tolist() == [5, 6]
+    assert scored[TELEMETRY.prediction].drop(index=[5, 6]).notna().all()
+    session = onnx_session(Path(candidate.bundles[0].folder) / "model.onnx")
+    expected = onnx_predict(session, frame.drop(index=[5, 6]), ENCODING)
+    assert summary["predicted_positive"] == int((expected >= 0.5).sum())
+    text = run_cli("edge-run", candidate.bundles[0].archive, "--input", str(rows))
+    assert "; 2 rows refused: non-finite value in temperature (2)" in text.stdout
 
 
 def test_edge_run_refuses_a_tampered_bundle_in_one_sentence(candidate: StagedCandidate, tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ def test_up_is_idempotent(stack_up: dict[str, object]) -> None:
         "server_started": False,
         "work_pools_created": [],
         "stores_block_created": False,
+        "key_blocks_created": [],
         "workers_started": [],
         "watcher_started": False,
     }

@@ -16,6 +16,7 @@ from prefect.runtime import flow_run as runtime_flow_run
 from conveyor.cache.keys import KeyParts
 from conveyor.settings import get_settings
 
+# record_checksum holds the record's MAC (cache/mac.py): a plain checksum anyone who can write the cache could forge.
 _LEDGER_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS entries (
         key TEXT PRIMARY KEY, task TEXT, parts TEXT, record_checksum TEXT, outputs TEXT, created REAL, used REAL

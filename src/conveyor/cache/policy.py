@@ -16,8 +16,9 @@ from prefect.transactions import Transaction
 
 from conveyor.cache.keys import KeyParts, collect_output_hashes, key_parts
 from conveyor.cache.ledger import Decision, Outcome, closest_earlier, ledger, record_decision
+from conveyor.cache.mac import record_mac
 from conveyor.cache.records import discard, problem_with
-from conveyor.io.hashing import content_hash, hash_bytes
+from conveyor.io.hashing import content_hash
 from conveyor.settings import get_settings
 
 
@@ -106,7 +107,7 @@ class NotCached(CachePolicy):
 
 
 def seal_cache_entry(transaction: Transaction) -> None:
-    """Before a result is stored: re-hash its data inputs (changed while running: store nothing) and ledger it."""
+    """Before a result is stored: re-hash its data inputs (changed while running: store nothing), ledger its MAC."""
     if not transaction.key:
         return
     with _pending_lock:
@@ -128,7 +129,7 @@ def seal_cache_entry(transaction: Transaction) -> None:
         # as _staged_value and on_commit hooks get no other handle on it.
         record = transaction._staged_value
         serialized = record.serialize() if hasattr(record, "serialize") else b""
-        outputs = collect_output_hashes(getattr(record, "result", None))
+        outputs = json.dumps(collect_output_hashes(getattr(record, "result", None)))
         now = time.time()
         db.execute(
             "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -136,8 +137,8 @@ def seal_cache_entry(transaction: Transaction) -> None:
                 transaction.key,
                 pending.parts.task,
                 json.dumps(dataclasses.asdict(pending.parts)),
-                hash_bytes(serialized),
-                json.dumps(outputs),
+                record_mac(transaction.key, serialized, outputs),
+                outputs,
                 now,
                 now,
             ),

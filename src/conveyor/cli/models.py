@@ -149,32 +149,44 @@ def edge_run(
     bundle: Annotated[Path, typer.Argument(help="An edge bundle: its folder or its .tar.gz.")],
     input_file: Annotated[Path, typer.Option("--input", help="Raw rows: a parquet or CSV file.")],
     out: Annotated[Path | None, typer.Option(help="Write the probabilities here (parquet).")] = None,
+    expect_sha256: Annotated[
+        str | None,
+        typer.Option(help="The tarball's SHA-256 the registry recorded (its version's manifest.json, edge.<target>)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Verify an edge bundle against its manifest and score raw rows with it."""
+    """Verify an edge bundle (signature, files) and score raw rows with it; rows it cannot score are refused."""
+    import re
+
     import pandas as pd
 
-    from conveyor.export.edge import open_bundle, run_bundle
+    from conveyor.export.edge import REFUSED_COLUMN, open_bundle, run_bundle
     from conveyor.io.files import write_atomically
 
+    if expect_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", expect_sha256):
+        raise CommandError(f"--expect-sha256 must be 64 hex digits; got {expect_sha256!r}.")
     frame = pd.read_csv(input_file) if input_file.suffix == ".csv" else pd.read_parquet(input_file)
-    with open_bundle(bundle) as opened:
-        probabilities = run_bundle(opened, frame)
+    with open_bundle(bundle, expect_sha256=expect_sha256) as opened:
+        scoring = run_bundle(opened, frame)
         manifest = opened.manifest
-    threshold = manifest["decision_threshold"]
     if out:
-        scored = pd.DataFrame({manifest["output"]["name"]: probabilities})
+        scored = pd.DataFrame({manifest["output"]["name"]: scoring.probabilities, REFUSED_COLUMN: scoring.refused})
         write_atomically(out, lambda tmp: scored.to_parquet(tmp, index=False))
+    refusals = scoring.refusals()
     summary = {
         "model": f"{manifest['model_name']} v{manifest['model_version']}",
         "target": manifest["target"]["name"],
-        "rows": len(probabilities),
-        "predicted_positive": int((probabilities >= threshold).sum()),
+        "rows": len(frame),
+        "scored": int(scoring.scored.sum()),
+        "predicted_positive": int((scoring.probabilities[scoring.scored] >= manifest["decision_threshold"]).sum()),
+        "refused": refusals,
         "out": str(out) if out else None,
     }
+    refused = sum(refusals.values())
     text = (
-        f"{summary['model']} on {summary['target']}: {summary['rows']} rows scored, "
+        f"{summary['model']} on {summary['target']}: {summary['scored']} rows scored, "
         f"{summary['predicted_positive']} predicted {manifest['encoding']['label']} = 1"
+        + (f"; {refused} rows refused: " + ", ".join(f"{r} ({n})" for r, n in refusals.items()) if refused else "")
         + (f"; probabilities in {out}" if out else "")
     )
     show(summary, as_json, text)

@@ -12,12 +12,13 @@ from conveyor.cli.runs import run
 
 
 def up(as_json: JsonFlag = False) -> None:
-    """Start the local stack: Prefect server, work pools, blocks, deployments, workers, landing watcher (idempotent)."""
+    """Start the local stack: Prefect server, work pools, blocks, keys, deployments, workers, watcher (idempotent)."""
     from conveyor.stack import local as stack
 
     started = stack.start_server(SETTINGS)
     pools = stack.ensure_work_pools()
     block = stack.ensure_stores_block(SETTINGS)
+    keys, edge_public_key = stack.ensure_key_blocks()
     stack.deploy_all(SETTINGS)
     workers = stack.start_workers(SETTINGS)
     watcher = stack.start_watcher(SETTINGS)
@@ -27,6 +28,8 @@ def up(as_json: JsonFlag = False) -> None:
         "server_started": started,
         "work_pools_created": pools,
         "stores_block_created": block,
+        "key_blocks_created": keys,
+        "edge_public_key": edge_public_key,
         "workers_started": workers,
         "watcher_started": watcher,
     }

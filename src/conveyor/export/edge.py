@@ -1,7 +1,14 @@
-"""Edge targets: int8 quantization with its accuracy gate, verified bundles, and latency on the target."""
+"""Edge targets: int8 quantization with its accuracy gate, signed and verified bundles, and latency on the target.
+
+A bundle's manifest hashes every file and holds every field a decision depends on (threshold, input contract, target,
+model version); the manifest is signed with Ed25519 (the Secret block ``conveyor-edge-signing-key``), and a device
+reads nothing from a bundle before that signature verifies against the public key it trusts.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import shutil
 import statistics
@@ -13,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
@@ -23,6 +31,7 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 from sklearn.metrics import roc_auc_score
 
+from conveyor.blocks import EDGE_SIGNING_KEY_BLOCK, decode_key, ensure_secret_key, load_secret_key
 from conveyor.cache import Content, cached_task, task_output_dir, uncached_task
 from conveyor.data.snapshots import Snapshot, read_snapshot, split_holdout
 from conveyor.export.onnx import (
@@ -35,11 +44,17 @@ from conveyor.export.onnx import (
     onnx_session,
 )
 from conveyor.io.files import FolderName, sha256_file, write_atomically, write_text_atomically
+from conveyor.io.signing import public_key_of, sign, verifies
 from conveyor.models.features import NUMERIC_INPUT
 from conveyor.schema.spec import FeatureEncoding
+from conveyor.settings import get_settings
 
 BUNDLE_FORMAT = "conveyor-edge-bundle/1"
 BUNDLE_MANIFEST = "manifest.json"
+# The Ed25519 signature of the manifest's exact bytes, and the public key that claims to have made it.
+SIGNATURE_FILE = "manifest.sig"
+# Scored rows' column beside the probability: why a row has none.
+REFUSED_COLUMN = "refused"
 SAMPLE_INPUTS_FILE = "sample_inputs.parquet"
 # The oldest ONNX Runtime that implements each ONNX opset (ONNX Runtime's compatibility table).
 MIN_ONNXRUNTIME_FOR_OPSET = {17: "1.13.0", 18: "1.14.0", 19: "1.16.0", 20: "1.17.0", 21: "1.18.0"}
@@ -174,6 +189,8 @@ def check_edge_accuracy(
 
 def _input_schema(encoding: FeatureEncoding) -> list[dict[str, Any]]:
     numeric = {"name": NUMERIC_INPUT, "dtype": "float32", "shape": ["batch", len(encoding.numeric)]}
+    # Each numeric feature's bounds in the data contract: a row outside them is refused, never scored.
+    ranges = {feature: list(encoding.ranges[feature]) for feature in encoding.numeric}
     categorical = [
         {
             "name": column,
@@ -184,7 +201,7 @@ def _input_schema(encoding: FeatureEncoding) -> list[dict[str, Any]]:
         }
         for column, categories in encoding.categorical.items()
     ]
-    return [{**numeric, "columns": encoding.numeric}, *categorical]
+    return [{**numeric, "columns": encoding.numeric, "valid_ranges": ranges}, *categorical]
 
 
 @cached_task("Build edge bundle")
@@ -212,6 +229,7 @@ def build_edge_bundle(
         "files": {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.name != BUNDLE_MANIFEST},
     }
     write_text_atomically(folder / BUNDLE_MANIFEST, json.dumps(manifest, indent=2))
+    sign_bundle(folder)
     archive = folder.with_name(f"{target.name}.tar.gz")
 
     def pack(tmp: Path) -> None:
@@ -222,8 +240,33 @@ def build_edge_bundle(
     return EdgeBundle(target=target.name, folder=str(folder), archive=str(archive), archive_sha256=sha256_file(archive))
 
 
+def sign_bundle(folder: Path) -> None:
+    """Sign a bundle's manifest (the hash of every file, every decision field) with the edge signing key."""
+    seed, _ = ensure_secret_key(EDGE_SIGNING_KEY_BLOCK)
+    manifest = (folder / BUNDLE_MANIFEST).read_bytes()
+    signature = {"algorithm": "ed25519", "public_key": public_key_of(seed), "signature": sign(seed, manifest)}
+    write_text_atomically(folder / SIGNATURE_FILE, json.dumps(signature, indent=2))
+
+
+def trusted_public_key() -> str:
+    """The key bundles must be signed with: CONVEYOR_EDGE_PUBLIC_KEY, else the signing key block's on the server."""
+    configured = get_settings().edge.edge_public_key
+    if configured:
+        return decode_key(configured, "CONVEYOR_EDGE_PUBLIC_KEY").hex()
+    try:
+        seed = load_secret_key(EDGE_SIGNING_KEY_BLOCK)
+    except httpx.HTTPError:  # a device without a Prefect server: it must be told the key
+        seed = None
+    if seed is None:
+        raise BundleVerificationError(
+            "No key to verify edge bundles with: set CONVEYOR_EDGE_PUBLIC_KEY to the edge_public_key "
+            "`conveyor up --json` prints."
+        )
+    return public_key_of(seed)
+
+
 class OpenedBundle(BaseModel):
-    """A bundle whose every file matched its manifest."""
+    """A bundle whose manifest is signed by the trusted key and whose every file matched that manifest."""
 
     folder: Path
     manifest: dict[str, Any]
@@ -238,18 +281,46 @@ class OpenedBundle(BaseModel):
         return onnx_session(self.model_path, int(self.manifest["target"]["threads"]))
 
 
-def _verify(folder: Path) -> OpenedBundle:
+def _check_signature(folder: Path, manifest: bytes, public_key: str) -> None:
+    """Refuse a manifest not signed by the trusted key: whoever rewrites it (and re-hashes its files) cannot sign."""
+    try:
+        signature = json.loads((folder / SIGNATURE_FILE).read_text())
+        signer, value = str(signature["public_key"]), str(signature["signature"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise BundleVerificationError(
+            f"Bundle {folder.name} is not signed: its {SIGNATURE_FILE} is missing or unreadable."
+        ) from None
+    if signer.lower() != public_key:
+        raise BundleVerificationError(
+            f"Bundle {folder.name} is signed by another key than the trusted one ({public_key[:16]}…)."
+        )
+    if not verifies(public_key, manifest, value):
+        raise BundleVerificationError(
+            f"Bundle {folder.name} failed verification: its {BUNDLE_MANIFEST} was changed after it was signed."
+        )
+
+
+def _verify(folder: Path, public_key: str) -> OpenedBundle:
     name = folder.name
     try:
-        manifest = json.loads((folder / BUNDLE_MANIFEST).read_text())
-        listed = manifest["files"]
-        if manifest.get("format") != BUNDLE_FORMAT or "model.onnx" not in listed:
-            raise KeyError("format")
-    except (OSError, ValueError, KeyError, TypeError):
+        signed = (folder / BUNDLE_MANIFEST).read_bytes()
+    except OSError:
         raise BundleVerificationError(
             f"{name} is not a Conveyor edge bundle: its {BUNDLE_MANIFEST} is missing or unreadable."
         ) from None
-    unlisted = sorted(p.name for p in folder.iterdir() if p.name != BUNDLE_MANIFEST and p.name not in listed)
+    _check_signature(folder, signed, public_key)
+    try:
+        manifest = json.loads(signed)
+        listed = manifest["files"]
+        if manifest.get("format") != BUNDLE_FORMAT or "model.onnx" not in listed:
+            raise KeyError("format")
+    except (ValueError, KeyError, TypeError):
+        raise BundleVerificationError(
+            f"{name} is not a Conveyor edge bundle: its {BUNDLE_MANIFEST} is unreadable."
+        ) from None
+    unlisted = sorted(
+        p.name for p in folder.iterdir() if p.name not in (BUNDLE_MANIFEST, SIGNATURE_FILE) and p.name not in listed
+    )
     if unlisted:
         raise BundleVerificationError(f"Bundle {name} holds files its manifest does not list: {', '.join(unlisted)}.")
     for file, digest in listed.items():
@@ -266,28 +337,91 @@ def _verify(folder: Path) -> OpenedBundle:
 
 
 @contextmanager
-def open_bundle(path: Path) -> Iterator[OpenedBundle]:
-    """Open a bundle folder or tarball, refusing it unless every file matches the manifest."""
+def open_bundle(path: Path, expect_sha256: str | None = None, public_key: str | None = None) -> Iterator[OpenedBundle]:
+    """Open a bundle folder or tarball, refusing it unless it is signed by the trusted key and matches its manifest.
+
+    ``expect_sha256`` binds a tarball to the archive hash the registry recorded; ``public_key`` (hex) overrides the
+    trusted key (``trusted_public_key``).
+    """
+    public_key = public_key or trusted_public_key()
     if path.is_dir():
-        yield _verify(path)
+        if expect_sha256 is not None:
+            raise BundleVerificationError(f"{path.name} is a folder; an expected SHA-256 binds a bundle tarball.")
+        yield _verify(path, public_key)
         return
     if not tarfile.is_tarfile(path):
         raise BundleVerificationError(f"{path} is neither a bundle folder nor a bundle tarball.")
-    with tempfile.TemporaryDirectory(prefix="conveyor-bundle-") as tmp, tarfile.open(path) as tar:
-        tar.extractall(tmp, filter="data")  # refuses absolute paths, links out of the folder, devices
+    with path.open("rb") as archive, tempfile.TemporaryDirectory(prefix="conveyor-bundle-") as tmp:
+        if expect_sha256 is not None:  # hashed from the handle that is unpacked: the bytes checked are those used
+            digest = hashlib.file_digest(archive, "sha256").hexdigest()
+            if digest != expect_sha256.lower():
+                raise BundleVerificationError(
+                    f"{path.name} is not the registered bundle: its SHA-256 is {digest}, not {expect_sha256}."
+                )
+            archive.seek(0)
+        with tarfile.open(fileobj=archive) as tar:
+            tar.extractall(tmp, filter="data")  # refuses absolute paths, links out of the folder, devices
         folders = [p for p in Path(tmp).iterdir() if p.is_dir()]
         if len(folders) != 1:
             raise BundleVerificationError(f"{path.name} should hold exactly one bundle folder.")
-        yield _verify(folders[0])
+        yield _verify(folders[0], public_key)
 
 
-def run_bundle(bundle: OpenedBundle, frame: pd.DataFrame) -> np.ndarray:
-    """Probabilities for raw rows from a verified bundle, read as its manifest's encoding says."""
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+    """A bundle's answer for each input row: a probability, or the reason the row was refused."""
+
+    probabilities: np.ndarray = dataclasses.field(repr=False)  # float32 per row; NaN where refused
+    refused: np.ndarray = dataclasses.field(repr=False)  # per row: why it was refused, or None where scored
+
+    @property
+    def scored(self) -> np.ndarray:
+        """Which rows have a probability."""
+        return np.asarray(pd.isna(self.refused))
+
+    def refusals(self) -> dict[str, int]:
+        """How many rows were refused, by reason."""
+        reasons, counts = np.unique(self.refused[~self.scored].astype(str), return_counts=True)
+        return {str(reason): int(count) for reason, count in zip(reasons, counts, strict=True)}
+
+
+def refusal_reasons(
+    numeric: pd.DataFrame, raw: pd.DataFrame, valid_ranges: dict[str, list[float | None]]
+) -> np.ndarray:
+    """Why each row cannot be scored, naming its first bad feature (None: it can be)."""
+    reasons = np.full(len(numeric), None, dtype=object)
+    for feature, (low_bound, high_bound) in valid_ranges.items():
+        values = numeric[feature].to_numpy(dtype=np.float64)
+        low = -np.inf if low_bound is None else low_bound
+        high = np.inf if high_bound is None else high_bound
+        checks = (
+            (raw[feature].isna().to_numpy(), f"missing value in {feature}"),
+            (np.isnan(values), f"non-numeric value in {feature}"),
+            (np.isinf(values), f"non-finite value in {feature}"),
+            ((values < low) | (values > high), f"{feature} outside [{low:g}, {high:g}]"),
+        )
+        for failing, reason in checks:
+            reasons[failing & pd.isna(reasons)] = reason
+    return reasons
+
+
+def run_bundle(bundle: OpenedBundle, frame: pd.DataFrame) -> Scoring:
+    """Probabilities from a verified bundle for the rows within its input contract; the others are refused."""
     encoding = FeatureEncoding.model_validate(bundle.manifest["encoding"])
     missing = [c for c in (*encoding.numeric, *encoding.categorical) if c not in frame.columns]
     if missing:
         raise ValueError(f"The input lacks the columns {', '.join(missing)} the bundle reads.")
-    return onnx_predict(bundle.session(), frame, encoding)
+    numeric = frame[encoding.numeric].apply(pd.to_numeric, errors="coerce")
+    reasons = refusal_reasons(numeric, frame, bundle.manifest["inputs"][0]["valid_ranges"])
+    probabilities = np.full(len(frame), np.nan, dtype=np.float32)
+    accepted = np.asarray(pd.isna(reasons))
+    if accepted.any():  # bad rows never reach the model: an int8 model quantizes over the whole batch
+        rows = frame[accepted].assign(**{f: numeric[f].to_numpy()[accepted] for f in encoding.numeric})
+        probabilities[accepted] = onnx_predict(bundle.session(), rows, encoding)
+    unanswered = accepted & ~np.isfinite(probabilities)  # never a NaN taken for a decision, whatever the model does
+    reasons[unanswered] = "no finite probability from the model"
+    probabilities[unanswered] = np.nan
+    return Scoring(probabilities=probabilities, refused=reasons)
 
 
 def _timed(call: Callable[[], object], repeats: int) -> list[float]:

@@ -220,6 +220,8 @@ class FeatureEncoding(_Strict):
     label: str
     entity: str
     prediction: str
+    # Each numeric feature's (min, max) in the data contract (None: unbounded): scoring refuses rows outside them.
+    ranges: dict[str, tuple[float | None, float | None]] = {}
 
 
 def feature_encoding(spec: DatasetSpec, training_rows: dict[str, list[str]]) -> FeatureEncoding:
@@ -236,4 +238,5 @@ def feature_encoding(spec: DatasetSpec, training_rows: dict[str, list[str]]) -> 
         label=spec.label,
         entity=spec.entity,
         prediction=spec.prediction,
+        ranges={name: (spec.columns[name].min, spec.columns[name].max) for name in spec.features.numeric},
     )

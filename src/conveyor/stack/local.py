@@ -19,7 +19,14 @@ from prefect.events.worker import EventsWorker
 from prefect.exceptions import ObjectNotFound
 from prefect.logging.handlers import APILogWorker
 
-from conveyor.blocks import DEFAULT_BLOCK_NAME, ConveyorStores
+from conveyor.blocks import (
+    CACHE_KEY_BLOCK,
+    DEFAULT_BLOCK_NAME,
+    EDGE_SIGNING_KEY_BLOCK,
+    ConveyorStores,
+    ensure_secret_key,
+)
+from conveyor.io.signing import public_key_of
 from conveyor.settings import ConveyorSettings
 from conveyor.stack.errors import StackError
 
@@ -146,6 +153,12 @@ def ensure_stores_block(settings: ConveyorSettings) -> bool:
     except ValueError:
         ConveyorStores.from_settings(settings).save(DEFAULT_BLOCK_NAME)
         return True
+
+
+def ensure_key_blocks() -> tuple[list[str], str]:
+    """Make the Secret blocks of Conveyor's keys that are missing; returns those made and the edge public key."""
+    made = [name for name in (CACHE_KEY_BLOCK, EDGE_SIGNING_KEY_BLOCK) if ensure_secret_key(name)[1]]
+    return made, public_key_of(ensure_secret_key(EDGE_SIGNING_KEY_BLOCK)[0])
 
 
 def deploy_all(settings: ConveyorSettings) -> None:
