@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import statistics
 import tarfile
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -260,6 +262,23 @@ def _verify(folder: Path) -> OpenedBundle:
     return OpenedBundle(folder=folder, manifest=manifest)
 
 
+class _HostileMemberError(tarfile.FilterError):
+    """A bundle archive holds a member no bundle has: an absolute path or a link."""
+
+    def __init__(self, member: tarfile.TarInfo, reason: str) -> None:
+        super().__init__(f"{member.name!r} {reason}, and a bundle holds only its own folders and files")
+
+
+def _bundle_member(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
+    """Admit a member through tarfile's data filter (nothing outside, no device) if it is no link nor absolute."""
+    if member.name.startswith("/"):
+        raise _HostileMemberError(member, "has an absolute path")  # the data filter would quietly make it relative
+    member = tarfile.data_filter(member, destination)
+    if member.islnk() or member.issym():
+        raise _HostileMemberError(member, "is a link")
+    return member
+
+
 @contextmanager
 def open_bundle(path: Path) -> Iterator[OpenedBundle]:
     """Open a bundle folder or tarball, refusing it unless every file matches the manifest."""
@@ -268,8 +287,14 @@ def open_bundle(path: Path) -> Iterator[OpenedBundle]:
         return
     if not tarfile.is_tarfile(path):
         raise BundleVerificationError(f"{path} is neither a bundle folder nor a bundle tarball.")
-    with tempfile.TemporaryDirectory(prefix="conveyor-bundle-") as tmp, tarfile.open(path) as tar:
-        tar.extractall(tmp, filter="data")  # refuses absolute paths, links out of the folder, devices
+    with tempfile.TemporaryDirectory(prefix="conveyor-bundle-") as tmp:
+        try:
+            with tarfile.open(path) as tar:
+                tar.extractall(tmp, filter=_bundle_member)
+        except tarfile.FilterError as error:
+            raise BundleVerificationError(f"{path.name} was refused: {error}.") from None
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+            raise BundleVerificationError(f"{path.name} is a damaged archive: {error}.") from None
         folders = [p for p in Path(tmp).iterdir() if p.is_dir()]
         if len(folders) != 1:
             raise BundleVerificationError(f"{path.name} should hold exactly one bundle folder.")
