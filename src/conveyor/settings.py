@@ -1,12 +1,19 @@
-"""Every path and address Conveyor uses, in one place (env prefix ``CONVEYOR_``)."""
+"""Every path and address Conveyor uses, in one place (env prefix ``CONVEYOR_``), each checked when it is read."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import re
+import typing
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, computed_field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError, computed_field
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as _SourceError
 
 
 def _project_dir() -> Path:
@@ -22,6 +29,94 @@ PROJECT_DIR = _project_dir()
 _PREFIX = "CONVEYOR_"
 
 
+class InvalidSettingError(ValueError):
+    """A setting holds a value Conveyor cannot use; the message is one sentence naming its variable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Expects:
+    """What a setting must hold, as the sentence refusing a bad value says it (``secret``: never echo the value)."""
+
+    text: str
+    secret: bool = False
+
+
+def _not_blank(value: Any) -> Any:
+    """Refuse an empty or all-blank value, which would otherwise mean "the current folder" or nothing at all."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("it is empty")
+    return value
+
+
+def _names_list(value: Any) -> Any:
+    """A list given as JSON (``["cpu", "gpu"]``) or, as people type it, comma-separated (``cpu,gpu``)."""
+    if not isinstance(value, str):
+        return value
+    if value.lstrip().startswith("["):
+        return json.loads(value)
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _known_protocols(url: str) -> str:
+    """A folder, or an fsspec URL (chained ones too: ``simplecache::s3://...``) whose protocols fsspec knows."""
+    if "://" not in url and "::" not in url:
+        return url
+    import fsspec
+
+    *chained, last = url.split("::")
+    protocols = [*chained, last.split("://", 1)[0]] if "://" in last else chained
+    unknown = [p for p in protocols if p not in fsspec.available_protocols()]
+    if unknown:
+        raise ValueError(f"fsspec knows no protocol {unknown[0]!r}")
+    return url
+
+
+def _user_and_password(secret: SecretStr) -> SecretStr:
+    """Basic auth needs ``user:password``."""
+    user, colon, password = secret.get_secret_value().partition(":")
+    if not (user and colon and password):
+        raise ValueError("it is not of the form user:password")
+    return secret
+
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+_PACKAGE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+Port = Annotated[int, Field(ge=1, le=65535), Expects("an integer from 1 to 65535")]
+Host = Annotated[str, Field(pattern=r"^[^\s/]+$"), Expects("a host name or IP address")]
+ApiUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+\S*$"), Expects("an http:// or https:// URL")]
+WholeSeconds = Annotated[int, Field(ge=1), Expects("a whole number of seconds, 1 or more")]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False), Expects("a finite number of seconds, 0 or more")]
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False), Expects("a finite number of seconds above 0")]
+Threshold = Annotated[float, Field(ge=0, allow_inf_nan=False), Expects("a finite number, 0 or more")]
+Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), Expects("a finite share from 0 to 1")]
+Flag = Annotated[bool, Expects("true or false (1/0, yes/no and on/off work too)")]
+Folder = Annotated[Path, BeforeValidator(_not_blank), Expects("a folder path")]
+StoreUrl = Annotated[
+    str,
+    BeforeValidator(_not_blank),
+    AfterValidator(_known_protocols),
+    Expects("a folder or an fsspec URL such as s3://bucket/prefix"),
+]
+PoolNames = Annotated[
+    list[Annotated[str, Field(pattern=_NAME)]],
+    NoDecode,
+    BeforeValidator(_names_list),
+    Field(min_length=1),
+    Expects("one or more work pool names (letters, digits, - and _), comma-separated or as a JSON list"),
+]
+PackageNames = Annotated[
+    list[Annotated[str, Field(pattern=_PACKAGE)]],
+    NoDecode,
+    BeforeValidator(_names_list),
+    Field(min_length=1),
+    Expects("one or more top-level Python package names, comma-separated or as a JSON list"),
+]
+AuthString = Annotated[
+    SecretStr, AfterValidator(_user_and_password), Expects("user:password, both parts non-empty", secret=True)
+]
+
+
 class _Group(BaseSettings):
     """A group of settings; like Prefect's own, each group reads its fields from ``CONVEYOR_<FIELD>``."""
 
@@ -31,25 +126,27 @@ class _Group(BaseSettings):
 class StackSettings(_Group):
     """The local stack `conveyor up` runs: the Prefect server, its workers and how they start."""
 
-    server_host: str = Field("127.0.0.1", description="Address the local Prefect server binds.")
-    server_port: int = Field(4200, description="Port of the local Prefect server (API and UI).")
-    prefect_api_url: str | None = Field(None, description="Prefect API; default: the local server.")
-    worker_pools: list[str] = Field(["cpu"], description="Pools `conveyor up` starts a local process worker for.")
-    worker_poll_seconds: int = Field(2, description="How often local workers ask for work (Prefect's default is 10 s).")
-    startup_timeout_s: float = Field(90.0, description="How long to wait for the server.")
+    server_host: Host = Field("127.0.0.1", description="Address the local Prefect server binds.")
+    server_port: Port = Field(4200, description="Port of the local Prefect server (API and UI).")
+    prefect_api_url: ApiUrl | None = Field(None, description="Prefect API; default: the local server.")
+    worker_pools: PoolNames = Field(["cpu"], description="Pools `conveyor up` starts a local process worker for.")
+    worker_poll_seconds: WholeSeconds = Field(
+        2, description="How often local workers ask for work (Prefect's default is 10 s)."
+    )
+    startup_timeout_s: PositiveSeconds = Field(90.0, description="How long to wait for the server.")
 
 
 class StoreSettings(_Group):
     """Where data lands and where snapshots, models and quarantined batches are kept (the stores block's defaults)."""
 
-    landing_dir: Path | None = Field(None, description="Where new partitions land; default: <state dir>/landing.")
-    data_store: str | None = Field(
+    landing_dir: Folder | None = Field(None, description="Where new partitions land; default: <state dir>/landing.")
+    data_store: StoreUrl | None = Field(
         None,
         description="Content-addressed dataset snapshots: a folder or an fsspec URL (s3://bucket/prefix); "
         "default: <state dir>/data.",
     )
-    model_store: Path | None = Field(None, description="Registered model versions; default: <state dir>/models.")
-    quarantine_dir: Path | None = Field(
+    model_store: Folder | None = Field(None, description="Registered model versions; default: <state dir>/models.")
+    quarantine_dir: Folder | None = Field(
         None, description="Batches that failed validation, with their reports; default: <state dir>/quarantine."
     )
 
@@ -57,14 +154,16 @@ class StoreSettings(_Group):
 class ValidationSettings(_Group):
     """What the statistics report as warnings, and when a landed file counts as complete."""
 
-    psi_warning: float = Field(0.2, description="Population stability index of a feature above which it is reported.")
-    null_share_warning: float = Field(
+    psi_warning: Threshold = Field(
+        0.2, description="Population stability index of a feature above which it is reported."
+    )
+    null_share_warning: Share = Field(
         0.01, description="Share of nulls in a column, above the reference's, that is reported."
     )
-    landing_settle_s: float = Field(
+    landing_settle_s: Seconds = Field(
         1.0, description="A landed file modified this recently is watched this long; if it grows, it is still landing."
     )
-    future_tolerance_s: float = Field(
+    future_tolerance_s: Seconds = Field(
         300.0, description="How far past now a reading's timestamp may lie (clock skew) before it is refused."
     )
 
@@ -72,10 +171,10 @@ class ValidationSettings(_Group):
 class WatcherSettings(_Group):
     """The landing watcher: what it polls and how often."""
 
-    watch_url: str | None = Field(
+    watch_url: StoreUrl | None = Field(
         None, description="fsspec URL the landing watcher polls (e.g. s3://bucket/in); default: the landing folder."
     )
-    watch_poll_seconds: float = Field(
+    watch_poll_seconds: PositiveSeconds = Field(
         1.0, description="How often the landing watcher lists the landing zone; a file must look the same twice."
     )
 
@@ -83,14 +182,17 @@ class WatcherSettings(_Group):
 class CacheSettings(_Group):
     """The task cache: where it lives, what its keys cover, and whether it is used."""
 
-    cache_dir: Path | None = Field(
+    cache_dir: Folder | None = Field(
         None,
         description="Task cache: result records, task outputs, the cache ledger and the stat cache; "
         "default: <state dir>/cache.",
     )
-    force_recompute: bool = Field(False, description="Recompute every cached task (its new result replaces the old).")
-    code_packages: list[str] = Field(
+    force_recompute: Flag = Field(False, description="Recompute every cached task (its new result replaces the old).")
+    code_packages: PackageNames = Field(
         ["conveyor"], description="Packages whose source is part of every task's cache key."
+    )
+    ledger_timeout_s: PositiveSeconds = Field(
+        60.0, description="How long a process waits for the cache ledger while another one writes it, then gives up."
     )
     cache_key: SecretStr | None = Field(
         None,
@@ -113,7 +215,7 @@ class DatasetSettings(_Group):
     """Which dataset spec flows and commands use when none is named, and where users keep their own."""
 
     dataset: str = Field("telemetry", description="Dataset spec used when a flow or command names none.")
-    datasets_dir: Path | None = Field(
+    datasets_dir: Folder | None = Field(
         None, description="Folder of your dataset specs (<name>.yaml); the built-in telemetry spec is always there."
     )
 
@@ -123,8 +225,8 @@ class ConveyorSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=_PREFIX, extra="ignore")
 
-    project_dir: Path = Field(PROJECT_DIR, description="The checkout: where src/ and deployments/ live.")
-    state_dir: Path = Field(
+    project_dir: Folder = Field(PROJECT_DIR, description="The checkout: where src/ and deployments/ live.")
+    state_dir: Folder = Field(
         PROJECT_DIR / ".conveyor",
         description="Server database, pid files, logs and the default stores.",
     )
@@ -217,15 +319,71 @@ class ConveyorSettings(BaseSettings):
         }
 
 
+def _expects(field: FieldInfo) -> Expects | None:
+    """The Expects a field's type carries, looking through ``X | None`` and nested ``Annotated``."""
+    found = [m for m in field.metadata if isinstance(m, Expects)]
+    pending: list[Any] = [field.annotation]
+    while pending and not found:
+        annotation = pending.pop()
+        if typing.get_origin(annotation) is Annotated:
+            found = [m for m in annotation.__metadata__ if isinstance(m, Expects)]
+        pending.extend(typing.get_args(annotation))
+    return found[0] if found else None
+
+
+# The root and its groups: every field of either reads CONVEYOR_<FIELD>.
+_MODELS: list[type[BaseSettings]] = [ConveyorSettings] + [
+    group
+    for group in (field.annotation for field in ConveyorSettings.model_fields.values())
+    if isinstance(group, type) and issubclass(group, BaseSettings)
+]
+
+
+def _field(name: str) -> FieldInfo | None:
+    return next((group.model_fields[name] for group in _MODELS if name in group.model_fields), None)
+
+
+def _refusal(error: ValidationError) -> str:
+    """One sentence naming the variable of the first bad setting, what it must hold and what it holds."""
+    problem = error.errors()[0]
+    name = next((part for part in reversed(problem["loc"]) if isinstance(part, str)), "")
+    variable = f"{_PREFIX}{name.upper()}"
+    field = _field(name)
+    expects = _expects(field) if field else None
+    if expects is None:
+        return f"{variable} is not valid: {problem['msg']}."
+    if expects.secret:
+        return f"{variable} must be {expects.text}."
+    value = os.environ.get(variable, os.environ.get(variable.lower(), problem["input"]))
+    reason = f" ({problem['ctx']['error']})" if problem["type"] == "value_error" else ""
+    return f"{variable} must be {expects.text}; got {value!r}{reason}."
+
+
 def get_settings() -> ConveyorSettings:
-    """Read the settings from the environment as it is now."""
-    return ConveyorSettings()
+    """Read the settings from the environment as it is now; a bad value is one sentence naming its variable."""
+    try:
+        return ConveyorSettings()
+    except ValidationError as error:
+        raise InvalidSettingError(_refusal(error)) from None
+    except _SourceError as error:
+        # pydantic-settings could not even decode a variable (a group given as malformed JSON).
+        named = re.search(r'field "(\w+)"', str(error))
+        variable = f"{_PREFIX}{named.group(1).upper()}" if named else "A CONVEYOR_ variable"
+        raise InvalidSettingError(f"{variable} could not be read: {error.__cause__ or error}.") from None
 
 
 def configure_prefect_env(settings: ConveyorSettings | None = None) -> ConveyorSettings:
     """Point this process's Prefect at Conveyor's API; call before prefect is imported."""
     settings = settings or get_settings()
-    # Prefect creates PREFECT_HOME itself, but not its missing parents.
-    settings.prefect_home.mkdir(parents=True, exist_ok=True)
+    try:
+        # Prefect creates PREFECT_HOME itself, but not its missing parents.
+        settings.prefect_home.mkdir(parents=True, exist_ok=True)
+        if not os.access(settings.prefect_home, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied", str(settings.prefect_home))
+    except OSError as error:
+        raise InvalidSettingError(
+            f"{_PREFIX}STATE_DIR must be a folder Conveyor can create and write; "
+            f"{settings.state_dir} is not ({error.strerror or error})."
+        ) from None
     os.environ.update(settings.prefect_env())
     return settings

@@ -44,16 +44,30 @@ class Decision:
     key: str | None = None
 
 
+class LedgerLockedError(TimeoutError):
+    """Another process held the cache ledger for longer than this one would wait."""
+
+
 @contextmanager
 def ledger() -> Iterator[sqlite3.Connection]:
     """The cache ledger: one entry per cached result, one decision per task run."""
-    path = get_settings().task_cache_dir / "ledger.sqlite"
+    settings = get_settings()
+    path = settings.task_cache_dir / "ledger.sqlite"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with closing(sqlite3.connect(path, timeout=60, isolation_level=None)) as db:
-        db.execute("PRAGMA journal_mode=WAL")
-        for statement in _LEDGER_SCHEMA:
-            db.execute(statement)
-        yield db
+    timeout_s = settings.cache.ledger_timeout_s
+    try:
+        with closing(sqlite3.connect(path, timeout=timeout_s, isolation_level=None)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            for statement in _LEDGER_SCHEMA:
+                db.execute(statement)
+            yield db
+    except sqlite3.OperationalError as error:
+        if "locked" not in str(error):
+            raise
+        raise LedgerLockedError(
+            f"The cache ledger {path} is locked by another process (waited {timeout_s:g} s, "
+            "CONVEYOR_LEDGER_TIMEOUT_S); try again once the runs using the cache have finished."
+        ) from error
 
 
 def closest_earlier(db: sqlite3.Connection, parts: KeyParts) -> list[str] | None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+import traceback
 
 import typer
 
 from conveyor.cli import cache, data, models, runs, stack
-from conveyor.cli.console import SETTINGS, CommandError, fail
+from conveyor.cli.console import CommandError, fail, settings
+from conveyor.settings import ConveyorSettings
 
 app = typer.Typer(
     name="conveyor",
@@ -32,20 +34,47 @@ app.add_typer(cache.cache_app, name="cache")
 
 
 def main() -> None:
-    """Console-script entry: every expected failure ends in one sentence and exit code 1."""
+    """Console-script entry: every failure, a bad setting included, ends in one sentence and exit code 1."""
     import httpx
 
     from conveyor.stack.errors import StackError, UnknownDeploymentError
 
+    loaded: ConveyorSettings | None = None
     try:
+        loaded = settings()  # inside the boundary: a bad CONVEYOR_* value is one sentence too
         app()
     except httpx.ConnectError:
-        fail(f"cannot reach the Prefect API at {SETTINGS.api_url}; start it with `conveyor up`.")
+        fail(f"cannot reach the Prefect API at {settings().api_url}; start it with `conveyor up`.")
     except (CommandError, StackError, UnknownDeploymentError, LookupError, ValueError, OSError) as error:
-        fail(str(error))
+        fail(_sentence(error))
+    except Exception as error:  # a bug: still one sentence, with the traceback kept where a report can quote it
+        fail(_unexpected(error, loaded))
     finally:
         if "prefect" in sys.modules:
             from conveyor.stack.local import flush_prefect_clients
 
             # Block loads emit events; flush them quietly instead of Prefect warning about them at exit.
             flush_prefect_clients()
+
+
+def _sentence(error: Exception) -> str:
+    """An expected error as the sentence a person reads; an OS error names what failed and on which path."""
+    if isinstance(error, OSError) and error.strerror and str(error).startswith("[Errno"):
+        paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p is not None)
+        return f"{error.strerror}{f': {paths}' if paths else ''}."
+    return str(error)
+
+
+def _unexpected(error: Exception, loaded: ConveyorSettings | None) -> str:
+    """One sentence for an error no command expected; its traceback goes to the CLI's error log when there is one."""
+    sentence = f"unexpected {type(error).__name__}: {error}"
+    if loaded is None:
+        return f"{sentence}."
+    log = loaded.log_dir / "cli-errors.log"
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as handle:
+            handle.write("".join(traceback.format_exception(error)) + "\n")
+    except OSError:
+        return f"{sentence}."
+    return f"{sentence}; the traceback is in {log}."

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from conveyor.cli.console import SETTINGS, CommandError, JsonFlag, show
+from conveyor.cli.console import CommandError, JsonFlag, settings, show
 
 cache_app = typer.Typer(help="Inspect and prune the task cache.", no_args_is_help=True)
 
@@ -29,7 +29,9 @@ def cache_explain(
         raise CommandError(f"{flow_run_id!r} is not a flow run id (a UUID, as in the Prefect UI).") from None
     rows = explain_table(decisions_of(flow_run_id))
     if not rows:
-        raise CommandError(f"No cache decisions are recorded for flow run {flow_run_id} in {SETTINGS.task_cache_dir}.")
+        raise CommandError(
+            f"No cache decisions are recorded for flow run {flow_run_id} in {settings().task_cache_dir}."
+        )
     width = max(len(r["task run"]) for r in rows)
     text = "\n".join(f"{r['task run']:<{width}}  {r['cache']:<10}  {r['why']}" for r in rows)
     show(rows, as_json, text)

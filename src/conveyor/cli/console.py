@@ -1,20 +1,19 @@
 """What a user sees of a command: its result as text or JSON, and one sentence on failure.
 
-Imported first by every command module: it points this process's Prefect at Conveyor's API before prefect loads.
+Every command reads the settings through `settings()`; `main` reads them first, inside its error boundary, so a bad
+``CONVEYOR_*`` value is one sentence, and this process's Prefect points at Conveyor's API before prefect loads.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from typing import Annotated, Any, NoReturn
 
 import typer
 
-from conveyor.settings import configure_prefect_env
-
-# Before prefect is imported anywhere: this process talks to Conveyor's API, whatever the shell says.
-SETTINGS = configure_prefect_env()
+from conveyor.settings import ConveyorSettings, configure_prefect_env
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 DatasetOption = Annotated[
@@ -24,6 +23,12 @@ DatasetOption = Annotated[
 
 class CommandError(Exception):
     """A command could not do what was asked; the message is the one sentence the user sees."""
+
+
+@functools.cache
+def settings() -> ConveyorSettings:
+    """The settings, read once; the first call points Prefect at Conveyor's API (before prefect loads)."""
+    return configure_prefect_env()
 
 
 def show(data: dict[str, Any] | list[Any], as_json: bool, text: str) -> None:

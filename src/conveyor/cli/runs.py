@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from conveyor.cli.console import SETTINGS, CommandError, JsonFlag, show
+from conveyor.cli.console import CommandError, JsonFlag, settings, show
 
 
 def run(
@@ -29,14 +29,14 @@ def run(
     started = start_deployment_run(deployment, _parse_params(param or []))
     live = not (quiet or as_json)
     if live:
-        typer.echo(f"{'flow run':<12} {started.name}: {SETTINGS.ui_url}/runs/flow-run/{started.id}")
+        typer.echo(f"{'flow run':<12} {started.name}: {settings().ui_url}/runs/flow-run/{started.id}")
     ended = started
     for step in follow_run(started.id):
         if isinstance(step, FlowRun):
             ended = step
         elif live:
             typer.echo(step)
-    outcome = describe_run(SETTINGS, ended)
+    outcome = describe_run(settings(), ended)
     show(outcome, as_json, ("\n" if live else "") + run_text(outcome))
     if outcome["state"] != "COMPLETED":
         raise typer.Exit(1)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from conveyor.cli.console import SETTINGS, JsonFlag, show
+from conveyor.cli.console import JsonFlag, settings, show
 from conveyor.cli.data import generate
 from conveyor.cli.runs import run
 
@@ -15,16 +15,17 @@ def up(as_json: JsonFlag = False) -> None:
     """Start the local stack: Prefect server, work pools, blocks, keys, deployments, workers, watcher (idempotent)."""
     from conveyor.stack import local as stack
 
-    started = stack.start_server(SETTINGS)
+    current = settings()
+    started = stack.start_server(current)
     pools = stack.ensure_work_pools()
-    block = stack.ensure_stores_block(SETTINGS)
+    block = stack.ensure_stores_block(current)
     keys, edge_public_key = stack.ensure_key_blocks()
-    stack.deploy_all(SETTINGS)
-    workers = stack.start_workers(SETTINGS)
-    watcher = stack.start_watcher(SETTINGS)
+    stack.deploy_all(current)
+    workers = stack.start_workers(current)
+    watcher = stack.start_watcher(current)
     summary = {
-        "api_url": SETTINGS.api_url,
-        "ui_url": SETTINGS.ui_url,
+        "api_url": current.api_url,
+        "ui_url": current.ui_url,
         "server_started": started,
         "work_pools_created": pools,
         "stores_block_created": block,
@@ -36,7 +37,7 @@ def up(as_json: JsonFlag = False) -> None:
     show(
         summary,
         as_json,
-        f"Conveyor is up: UI {SETTINGS.ui_url}, workers for {', '.join(SETTINGS.stack.worker_pools)}, landing watcher.",
+        f"Conveyor is up: UI {current.ui_url}, workers for {', '.join(current.stack.worker_pools)}, landing watcher.",
     )
 
 
@@ -44,7 +45,7 @@ def down(as_json: JsonFlag = False) -> None:
     """Stop exactly the server, workers and landing watcher `conveyor up` started."""
     from conveyor.stack import local as stack
 
-    stopped = stack.stop_all(SETTINGS)
+    stopped = stack.stop_all(settings())
     show({"stopped": stopped}, as_json, f"Stopped: {', '.join(stopped)}." if stopped else "Nothing was running.")
 
 
@@ -52,7 +53,7 @@ def status(as_json: JsonFlag = False) -> None:
     """Show the server, work pools and their workers, deployments, landing folder and model store."""
     from conveyor.stack.status import describe_status, status_text
 
-    report = describe_status(SETTINGS)
+    report = describe_status(settings())
     show(report, as_json, status_text(report))
 
 

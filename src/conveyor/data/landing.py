@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from conveyor.cache import uncached_task
 from conveyor.data.snapshots import Snapshot
@@ -21,6 +22,7 @@ from conveyor.settings import get_settings
 _CHUNK = 1 << 20
 # What fsspec backends report as "this object changed": local files give mtime, object stores an ETag or date.
 _VERSION_KEYS = ("mtime", "LastModified", "last_modified", "ETag", "etag", "created")
+_LOG = logging.getLogger(__name__)
 
 
 class LandingError(ValueError):
@@ -50,8 +52,18 @@ class WatcherState(BaseModel):
 
     @classmethod
     def load(cls, path: Path) -> WatcherState:
-        """The state saved at path, or an empty one when nothing was saved yet."""
-        return cls.model_validate_json(path.read_text()) if path.is_file() else cls()
+        """The state saved at path; empty when nothing was saved yet, or when the file is damaged (kept aside)."""
+        try:
+            return cls.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            return cls()
+        except ValidationError as error:
+            # Starting empty only announces landed partitions again, and validating them again is harmless.
+            kept = path.with_name(f"{path.name}.damaged-{time.time_ns()}")
+            path.replace(kept)
+            problem = error.errors()[0]["msg"]
+            _LOG.warning("Watcher state %s is damaged (%s); kept it as %s and started empty.", path, problem, kept.name)
+            return cls()
 
     def save(self, path: Path) -> None:
         """Replace the saved state in one step (a crash leaves the old state, never half a file)."""

@@ -8,6 +8,7 @@ reads nothing from a bundle before that signature verifies against the public ke
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import json
 import shutil
@@ -15,6 +16,7 @@ import statistics
 import tarfile
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -336,6 +338,23 @@ def _verify(folder: Path, public_key: str) -> OpenedBundle:
     return OpenedBundle(folder=folder, manifest=manifest)
 
 
+class _HostileMemberError(tarfile.FilterError):
+    """A bundle archive holds a member no bundle has: an absolute path or a link."""
+
+    def __init__(self, member: tarfile.TarInfo, reason: str) -> None:
+        super().__init__(f"{member.name!r} {reason}, and a bundle holds only its own folders and files")
+
+
+def _bundle_member(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
+    """Admit a member through tarfile's data filter (nothing outside, no device) if it is no link nor absolute."""
+    if member.name.startswith("/"):
+        raise _HostileMemberError(member, "has an absolute path")  # the data filter would quietly make it relative
+    member = tarfile.data_filter(member, destination)
+    if member.islnk() or member.issym():
+        raise _HostileMemberError(member, "is a link")
+    return member
+
+
 @contextmanager
 def open_bundle(path: Path, expect_sha256: str | None = None, public_key: str | None = None) -> Iterator[OpenedBundle]:
     """Open a bundle folder or tarball, refusing it unless it is signed by the trusted key and matches its manifest.
@@ -359,8 +378,13 @@ def open_bundle(path: Path, expect_sha256: str | None = None, public_key: str | 
                     f"{path.name} is not the registered bundle: its SHA-256 is {digest}, not {expect_sha256}."
                 )
             archive.seek(0)
-        with tarfile.open(fileobj=archive) as tar:
-            tar.extractall(tmp, filter="data")  # refuses absolute paths, links out of the folder, devices
+        try:
+            with tarfile.open(fileobj=archive) as tar:
+                tar.extractall(tmp, filter=_bundle_member)
+        except tarfile.FilterError as error:
+            raise BundleVerificationError(f"{path.name} was refused: {error}.") from None
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+            raise BundleVerificationError(f"{path.name} is a damaged archive: {error}.") from None
         folders = [p for p in Path(tmp).iterdir() if p.is_dir()]
         if len(folders) != 1:
             raise BundleVerificationError(f"{path.name} should hold exactly one bundle folder.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -73,6 +74,43 @@ def write_atomically(target: Path, write: Callable[[Path], object]) -> Path:
 def write_text_atomically(target: Path, text: str) -> Path:
     """Replace a text file in one step; readers see the old content or the new, never a mix."""
     return write_atomically(target, lambda tmp: tmp.write_text(text))
+
+
+def publish_folder(target: Path, build: Callable[[Path], object]) -> Path:
+    """Let ``build`` fill a hidden temporary folder beside ``target``, then move what it made in: all or nothing.
+
+    A new ``target`` appears whole, in one rename. Into an existing one (a quarantine folder holding its batch, an
+    earlier report) each entry moves in one rename, replacing the entry of that name and keeping the others. If
+    ``build`` fails (a full disk), nothing of it is left.
+    """
+    make_folders(target.parent)
+    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        staging.mkdir()
+        build(staging)
+        try:
+            rename_durably(staging, target)
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            for entry in sorted(staging.iterdir(), key=lambda e: not e.is_dir()):  # folders first, files last
+                _replace_entry(entry, target / entry.name)
+            fsync_folder(target)
+        fsync_folder(target.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _replace_entry(entry: Path, target: Path) -> None:
+    """Rename ``entry`` over ``target``; a folder in the way is renamed aside first, then removed."""
+    if not (entry.is_dir() and target.is_dir()):
+        entry.replace(target)
+        return
+    aside = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+    target.rename(aside)
+    entry.rename(target)
+    shutil.rmtree(aside)
 
 
 def sha256_file(path: Path) -> str:

@@ -10,7 +10,7 @@ from typing import Annotated
 from pydantic import BaseModel
 
 from conveyor.cache import Content
-from conveyor.io.files import write_text_atomically
+from conveyor.io.files import publish_folder, write_text_atomically
 from conveyor.validation.statistics import StatisticWarning
 
 # How many failing checks the error message names; the full list is in the report.
@@ -117,14 +117,29 @@ class ValidationReport(BaseModel):
         return "\n".join(lines) + "\n"
 
 
+class ReportWriteError(OSError):
+    """A validation report could not be written (a full disk, no permission); nothing of it was left behind."""
+
+
 def write_report(report: ValidationReport, folder: Path) -> ValidationReport:
-    """Write report.json, report.md and the Data Docs rendered so far into ``folder``; returns the report naming it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rendered = Path(report.data_docs) if report.data_docs else None
-    docs = None
-    if rendered is not None and rendered.is_dir() and rendered != folder / DATA_DOCS:
-        docs = shutil.copytree(rendered, folder / DATA_DOCS, dirs_exist_ok=True)
-    report = report.model_copy(update={"report_dir": str(folder), "data_docs": str(docs) if docs else None})
-    write_text_atomically(folder / REPORT_JSON, json.dumps(report.model_dump(), indent=2))
-    write_text_atomically(folder / REPORT_MARKDOWN, report.markdown())
+    """Write report.json, report.md and the Data Docs rendered so far into ``folder``; returns the report naming it.
+
+    The report is built beside ``folder`` and moved in whole, so a failure (a full disk) leaves no partial report.
+    """
+    rendered = Path(report.data_docs) if report.data_docs and Path(report.data_docs).is_dir() else None
+    docs = folder / DATA_DOCS
+    report = report.model_copy(update={"report_dir": str(folder), "data_docs": str(docs) if rendered else None})
+
+    def build(staging: Path) -> None:
+        if rendered is not None and rendered != docs:
+            shutil.copytree(rendered, staging / DATA_DOCS)
+        write_text_atomically(staging / REPORT_MARKDOWN, report.markdown())
+        write_text_atomically(staging / REPORT_JSON, json.dumps(report.model_dump(), indent=2))
+
+    try:
+        publish_folder(folder, build)
+    except OSError as error:
+        raise ReportWriteError(
+            f"Cannot write the validation report of {report.name} to {folder}: {error.strerror or error}."
+        ) from error
     return report
