@@ -13,7 +13,8 @@ import pytest
 import conveyor.data.landing as landing
 from conveyor.data.landing import claims_folder, clear_landed_file, inspect_landed_file
 from conveyor.data.quarantine import quarantine_batch
-from conveyor.data.snapshots import Snapshot, landed_partitions
+from conveyor.data.snapshots import Snapshot, landed_partitions, snapshot_key
+from conveyor.data.store import DataStore
 from conveyor.data.synthetic import generate_telemetry, write_partition
 from conveyor.io.files import sha256_file
 
@@ -124,3 +125,14 @@ def test_a_file_renamed_into_place_while_the_landing_is_cleared_is_kept_beside_t
     assert kept[newest_sha] == landed.name  # the name holds the newest file
     assert kept[fixed].startswith(f"{landed.stem}.")  # the corrected one beside it, to be validated on its own
     assert len(kept) == 2
+
+
+def test_quarantining_a_stored_snapshot_copies_it_and_leaves_it_in_the_store(tmp_path: Path) -> None:
+    store = DataStore(url=str(tmp_path / "data"))
+    source = write_partition(generate_telemetry(300, DAY), tmp_path / "made", DAY)
+    digest = sha256_file(source)
+    stored = store.keep_file(source, snapshot_key(digest))
+    batch = Snapshot(sha256=digest, path=str(stored), source=store.url_of(snapshot_key(digest)), size_bytes=1)
+    folder = quarantine_batch(batch, tmp_path / "quarantine")
+    assert sha256_file(stored) == digest  # still in the data store, byte for byte
+    assert sha256_file(folder / stored.name) == digest

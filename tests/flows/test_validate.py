@@ -235,3 +235,17 @@ def test_a_file_swapped_in_before_the_read_is_not_judged_under_the_other_files_h
     assert json.loads((kept / "report.json").read_text())["snapshot_sha256"] == digest
     assert not report_folder(data_store, digest).exists()
     assert landed.is_file()  # the good file, swapped in, is left for its own run
+
+
+def test_a_stored_snapshot_whose_recheck_fails_stays_in_the_data_store(
+    stores: ConveyorStores, data_store: DataStore, tmp_path: Path
+) -> None:
+    # Kept before the contract caught this damage (or by hand): re-checking it must not break a model's lineage.
+    made = _bad(dt.date(2026, 10, 4), tmp_path)
+    digest = sha256_file(made)
+    stored = data_store.keep_file(made, snapshot_key(digest))
+    state = _validate(snapshot=digest)
+    assert state.is_failed()
+    assert "not_nullable on temperature" in str(state.message)
+    assert sha256_file(stored) == digest  # still in the data store, byte for byte
+    assert "not_nullable" in (quarantine_folder(stores.quarantine_path, digest) / "report.md").read_text()
