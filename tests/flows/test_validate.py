@@ -9,10 +9,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefect.client.schemas.objects import State
 
+import conveyor.validation.tasks as validation_tasks
 from conveyor.blocks import ConveyorStores
 from conveyor.data.quarantine import quarantine_folder, report_folder
 from conveyor.data.snapshots import Snapshot, snapshot_key
@@ -24,6 +26,7 @@ from conveyor.flows.validate import validate
 from conveyor.io.files import sha256_file
 from conveyor.models.training import TrainingParams
 from conveyor.registry.store import list_versions
+from conveyor.validation.check import check_batch
 from tests.fixtures.server import flow_run_artifacts, wait_for_event
 
 # Never used for training if validation does its job: a bad batch must not get that far.
@@ -169,3 +172,80 @@ def test_a_file_still_being_written_is_left_to_finish(stores: ConveyorStores, le
     _refused_in_place(state, growing, stores, before)
     assert "still being written" in str(state.message)
     assert not quarantine_folder(stores.quarantine_path, sha256_file(growing)).exists()
+
+
+def _bad(day: dt.date, folder: Path) -> Path:
+    return write_partition(generate_telemetry(3_000, day, corrupt=(Corruption.NULLS,)), folder, day)
+
+
+def _good(day: dt.date, folder: Path) -> Path:
+    return write_partition(generate_telemetry(3_000, day, seed=11), folder, day)
+
+
+@pytest.mark.parametrize("landings", [1, 2], ids=["first landing", "bytes already quarantined"])
+def test_a_corrected_file_renamed_into_place_after_the_check_stays_in_the_landing_folder(
+    landings: int, stores: ConveyorStores, tmp_path: Path, leftovers: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    day = dt.date(2026, 10, landings)
+    landed = _bad(day, stores.landing_path)
+    leftovers.append(landed)
+    bad_bytes, digest = landed.read_bytes(), sha256_file(landed)
+    if landings == 2:
+        assert _validate(partition=landed.name).is_failed()
+        landed.write_bytes(bad_bytes)  # the same bad batch lands again
+    corrected = _good(day, tmp_path)
+    fixed = sha256_file(corrected)
+
+    def check_then_correct(*args: Any) -> Any:
+        report = check_batch(*args)
+        corrected.replace(landed)  # the producer renames its fix into place: after the read, before the move
+        return report
+
+    monkeypatch.setattr(validation_tasks, "check_batch", check_then_correct)
+    state = _validate(partition=landed.name, force_recompute=True)
+    assert state.is_failed()
+    assert "not_nullable on temperature" in str(state.message)
+    assert sha256_file(landed) == fixed  # the fix survives, to be validated on its own
+    assert (quarantine_folder(stores.quarantine_path, digest) / landed.name).read_bytes() == bad_bytes
+
+
+def test_a_file_swapped_in_before_the_read_is_not_judged_under_the_other_files_hash(
+    stores: ConveyorStores,
+    data_store: DataStore,
+    tmp_path: Path,
+    leftovers: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    day = dt.date(2026, 10, 3)
+    landed = _bad(day, stores.landing_path)
+    leftovers.append(landed)
+    digest = sha256_file(landed)
+    swapped = _good(day, tmp_path)
+
+    def swap_then_check(*args: Any) -> Any:
+        swapped.replace(landed)  # renamed in after the file was hashed, before its rows are read
+        return check_batch(*args)
+
+    monkeypatch.setattr(validation_tasks, "check_batch", swap_then_check)
+    state = _validate(partition=landed.name)
+    # The verdict and the report under the bad batch's hash are about the bad batch's bytes.
+    assert state.is_failed()
+    kept = quarantine_folder(stores.quarantine_path, digest)
+    assert sha256_file(kept / landed.name) == digest
+    assert json.loads((kept / "report.json").read_text())["snapshot_sha256"] == digest
+    assert not report_folder(data_store, digest).exists()
+    assert landed.is_file()  # the good file, swapped in, is left for its own run
+
+
+def test_a_stored_snapshot_whose_recheck_fails_stays_in_the_data_store(
+    stores: ConveyorStores, data_store: DataStore, tmp_path: Path
+) -> None:
+    # Kept before the contract caught this damage (or by hand): re-checking it must not break a model's lineage.
+    made = _bad(dt.date(2026, 10, 4), tmp_path)
+    digest = sha256_file(made)
+    stored = data_store.keep_file(made, snapshot_key(digest))
+    state = _validate(snapshot=digest)
+    assert state.is_failed()
+    assert "not_nullable on temperature" in str(state.message)
+    assert sha256_file(stored) == digest  # still in the data store, byte for byte
+    assert "not_nullable" in (quarantine_folder(stores.quarantine_path, digest) / "report.md").read_text()

@@ -1,24 +1,37 @@
-"""The landing zone: which partitions are complete (size stable across polls), announced, and safe to take."""
+"""The landing zone: which partitions are complete (size stable across polls), announced, and safe to take.
+
+A run never acts on a landed file's name after it has looked at it: it claims a private copy of the bytes (read once,
+hashed while copied) and judges, snapshots or quarantines that copy. A producer may rename a corrected file into
+place at any moment; only a file that still holds the bytes that were judged is ever removed from the landing folder.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
+import shutil
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
+from prefect import get_run_logger
 from pydantic import BaseModel, Field, ValidationError
 
 from conveyor.cache import uncached_task
 from conveyor.data.snapshots import Snapshot
 from conveyor.events import emit_data_landed
-from conveyor.io.files import sha256_file, write_text_atomically
+from conveyor.io.files import copy_hashing, fsync_folder, make_folders, sha256_file, write_text_atomically
 from conveyor.settings import get_settings
 
+# Private copies of the batches runs are judging; a hidden folder, so no scan of the landing folder sees them.
+CLAIMS = ".claims"
 _CHUNK = 1 << 20
 # What fsspec backends report as "this object changed": local files give mtime, object stores an ETag or date.
 _VERSION_KEYS = ("mtime", "LastModified", "last_modified", "ETag", "etag", "created")
@@ -119,11 +132,22 @@ def announce_partition(url: str, signature: FileSignature, dataset: str) -> Land
     return landed
 
 
+@contextmanager
+def claims_folder(landing_dir: Path) -> Iterator[Path]:
+    """Where one run keeps its private copies of the batches it judges (made on first use); removed when it ends."""
+    folder = landing_dir / CLAIMS / uuid.uuid4().hex
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @uncached_task("Check landed file", why="checks the landing folder as it is now")
-def inspect_landed_file(path: Path, landing_dir: Path | None) -> Snapshot:
-    """Refuse a path outside the landing folder (None: a file given by path), a non-file, or one still being written."""
+def inspect_landed_file(path: Path, landing_dir: Path | None, claims: Path) -> Snapshot:
+    """Refuse a path outside the landing folder, a non-file or a growing file; else claim a private copy of it."""
     settle_s = get_settings().validation.landing_settle_s
     resolved = path.resolve()
+    # landing_dir None: a file given by path, checked wherever it lies.
     if landing_dir is not None and not resolved.is_relative_to(landing := landing_dir.resolve()):
         raise LandingError(f"{path} is outside the landing folder {landing}; land it there first.")
     if not resolved.is_file():
@@ -138,4 +162,44 @@ def inspect_landed_file(path: Path, landing_dir: Path | None) -> Snapshot:
                 f"{path.name} is still being written ({before.st_size} then {after.st_size} bytes within "
                 f"{settle_s:g} s); it is left in place, validate it once it is complete."
             )
-    return Snapshot(sha256=sha256_file(resolved), path=str(resolved), source=str(resolved), size_bytes=before.st_size)
+    # Judged, snapshotted and quarantined from here on: a file renamed over the landed name changes none of it.
+    claimed = make_folders(claims) / resolved.name
+    digest = copy_hashing(resolved, claimed)
+    return Snapshot(sha256=digest, path=str(claimed), source=str(resolved), size_bytes=claimed.stat().st_size)
+
+
+def _put_back(taken: Path, landed: Path) -> Path:
+    """Return a file taken by mistake to its name, or beside it when a newer file took the name meanwhile."""
+    name = landed
+    while True:
+        try:
+            os.link(taken, name)  # unlike a rename, a link never replaces the file that holds the name
+            break
+        except FileExistsError:
+            name = landed.with_stem(f"{landed.stem}.{uuid.uuid4().hex[:8]}")
+    fsync_folder(landed.parent)  # the file's visible name is on disk before its hidden one goes
+    taken.unlink()
+    return name
+
+
+@uncached_task("Clear landed file", why="removes a quarantined batch from the landing folder")
+def clear_landed_file(batch: Snapshot) -> bool:
+    """Remove the landed file a quarantined batch was claimed from, only if it still holds the bytes judged."""
+    landed = Path(batch.source)
+    taken = landed.with_name(f".{landed.name}.{uuid.uuid4().hex}.clearing")
+    try:
+        # One atomic step takes whatever holds the name now; nothing renamed into place later can be removed.
+        landed.rename(taken)
+    except FileNotFoundError:
+        return False  # another run quarantined these bytes and cleared them first
+    if taken.is_file() and sha256_file(taken) == batch.sha256:
+        taken.unlink()
+        return True
+    kept = _put_back(taken, landed)
+    get_run_logger().warning(
+        "%s was replaced after it was validated; the new file stays in the landing folder as %s, to be validated on "
+        "its own.",
+        landed,
+        kept.name,
+    )
+    return False

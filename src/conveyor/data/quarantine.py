@@ -1,9 +1,7 @@
-"""Where reports live, and the quarantine: failing batches are moved aside by content hash, never deleted."""
+"""Where reports live, and the quarantine: a copy of each failing batch's bytes, by content hash, never deleted."""
 
 from __future__ import annotations
 
-import errno
-import shutil
 from pathlib import Path
 
 from prefect import get_run_logger
@@ -11,7 +9,7 @@ from prefect import get_run_logger
 from conveyor.cache import uncached_task
 from conveyor.data.snapshots import Snapshot
 from conveyor.data.store import DataStore
-from conveyor.io.files import rename_durably, sha256_file, write_atomically
+from conveyor.io.files import copy_hashing, sha256_file, write_atomically
 
 
 def quarantine_folder(quarantine_dir: Path, sha256: str) -> Path:
@@ -41,35 +39,18 @@ def _holds(target: Path, sha256: str) -> bool:
     return target.is_file() and sha256_file(target) == sha256
 
 
-@uncached_task("Quarantine batch", why="moves the batch out of the landing folder")
-def quarantine_batch(batch: Snapshot, quarantine_dir: Path, move: bool = True) -> Path:
-    """Move a failing batch (or, ``move`` off, copy a file given by path) into the quarantine under its hash."""
+@uncached_task("Quarantine batch", why="writes to the quarantine")
+def quarantine_batch(batch: Snapshot, quarantine_dir: Path) -> Path:
+    """Keep a copy of a failing batch's bytes in the quarantine under their hash; what it was read from is untouched."""
     source = Path(batch.path)
     folder = quarantine_folder(quarantine_dir, batch.sha256)
     target = folder / source.name
-    folder.mkdir(parents=True, exist_ok=True)
-    if not move:
-        # A file the user named where it lies is theirs: the quarantine keeps a copy of the bytes that failed.
-        if not _holds(target, batch.sha256):
-            write_atomically(target, lambda tmp: shutil.copyfile(source, tmp))
-        if not _holds(target, batch.sha256):
-            target.unlink()
-            get_run_logger().warning("%s changed after it was validated; only its report is kept in %s", source, folder)
-        return folder
-    if _holds(target, batch.sha256):
-        source.unlink(missing_ok=True)  # the same bytes are already quarantined: this copy adds nothing
-    else:
-        try:
-            rename_durably(source, target)
-        except FileNotFoundError:
-            if not _holds(target, batch.sha256):
-                raise
-            # A concurrent run (the watcher's validate beside a refit's) quarantined these bytes first.
-        except OSError as error:
-            if error.errno != errno.EXDEV:
-                raise
-            # Another file system: copy under a temporary name, rename into place, then remove the original.
-            write_atomically(target, lambda tmp: shutil.copyfile(source, tmp))
-            source.unlink()
-    get_run_logger().warning("Quarantined %s in %s", source, folder)
+
+    def copy_judged_bytes(tmp: Path) -> None:
+        if (copied := copy_hashing(source, tmp)) != batch.sha256:
+            raise ValueError(f"{source} holds bytes with SHA-256 {copied[:12]}, not the {batch.sha256[:12]} judged.")
+
+    if not _holds(target, batch.sha256):  # else a concurrent run, or an earlier landing, kept these bytes already
+        write_atomically(target, copy_judged_bytes)
+    get_run_logger().warning("Quarantined %s in %s", batch.source, folder)
     return folder

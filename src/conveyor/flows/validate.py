@@ -10,7 +10,7 @@ from pydantic import Field
 
 from conveyor.blocks import ConveyorStores
 from conveyor.cache.report import reporting_cache_use
-from conveyor.data.landing import inspect_landed_file
+from conveyor.data.landing import claims_folder, clear_landed_file, inspect_landed_file
 from conveyor.data.quarantine import keep_report, quarantine_batch, report_folder
 from conveyor.data.snapshots import Snapshot, find_partition, find_snapshot, snapshot_partition
 from conveyor.data.store import DataStore
@@ -29,13 +29,14 @@ def find_batch(
     day: dt.date | None,
     snapshot: str | None,
     file: str | None,
+    claims: Path,
 ) -> Snapshot:
-    """The batch a run asked for: a stored snapshot by hash, a file by path, or a landed partition (named or newest)."""
+    """The batch a run asked for: a stored snapshot by hash, or a private copy of a file or landed partition."""
     if snapshot:
         return find_snapshot(data_store, snapshot)
     if file:
-        return inspect_landed_file(Path(file), None)
-    return inspect_landed_file(find_partition(stores.landing_path, spec, day, partition), stores.landing_path)
+        return inspect_landed_file(Path(file), None, claims)
+    return inspect_landed_file(find_partition(stores.landing_path, spec, day, partition), stores.landing_path, claims)
 
 
 @flow(name="validate")
@@ -67,19 +68,23 @@ def validate(
     stores = ConveyorStores.resolve()
     data_store = DataStore.of(stores)
     spec = find_spec(dataset)
-    with reporting_cache_use():
-        batch = find_batch(stores, data_store, spec, partition, day, snapshot, file)
+    with reporting_cache_use(), claims_folder(stores.landing_path) as claims:
+        # Every step below reads the bytes judged (a stored snapshot, or this run's private copy), never a name again.
+        batch = find_batch(stores, data_store, spec, partition, day, snapshot, file, claims)
         reference = find_training_reference(stores.model_path, data_store, model_name)
         report = validate_snapshot(batch, spec, reference)
         if report.passed:
-            kept = batch if snapshot else snapshot_partition(Path(batch.path), data_store)
+            kept = batch
+            if not snapshot:  # its source is the landed file, not this run's private copy
+                kept = snapshot_partition(Path(batch.path), data_store).model_copy(update={"source": batch.source})
             folder = report_folder(data_store, batch.sha256)
             report = publish_report(report, folder)
             keep_report(folder, data_store, batch.sha256)
         else:
             kept = batch
-            moved = not (snapshot or file)
-            report = publish_report(report, quarantine_batch(batch, stores.quarantine_path, moved))
+            report = publish_report(report, quarantine_batch(batch, stores.quarantine_path))
+            if not (snapshot or file):  # a snapshot stays in the data store, a file given by path where it lies
+                clear_landed_file(batch)
         if announce:
             announce_validation(kept, report)
         require_valid(report)

@@ -15,6 +15,7 @@ from pydantic import StringConstraints
 
 # Model and edge-target names become folder names: lowercase letters, digits and dashes only.
 FolderName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+_CHUNK = 1 << 20
 
 
 def fsync_file(path: Path) -> None:
@@ -111,6 +112,16 @@ def _replace_entry(entry: Path, target: Path) -> None:
     target.rename(aside)
     entry.rename(target)
     shutil.rmtree(aside)
+
+
+def copy_hashing(source: Path, target: Path) -> str:
+    """Copy a file into a new ``target``, reading it once; returns the SHA-256 of exactly the bytes copied."""
+    digest = hashlib.sha256()
+    with source.open("rb") as reader, target.open("xb") as writer:
+        while chunk := reader.read(_CHUNK):
+            digest.update(chunk)
+            writer.write(chunk)
+    return digest.hexdigest()
 
 
 def sha256_file(path: Path) -> str:
