@@ -303,6 +303,7 @@ def _check_signature(folder: Path, manifest: bytes, public_key: str) -> None:
 
 
 def _verify(folder: Path, public_key: str) -> OpenedBundle:
+    """The bundle in a folder, once its signature, its files and its runtime needs check out."""
     name = folder.name
     try:
         signed = (folder / BUNDLE_MANIFEST).read_bytes()
@@ -362,7 +363,7 @@ def open_bundle(path: Path, expect_sha256: str | None = None, public_key: str | 
     ``expect_sha256`` binds a tarball to the archive hash the registry recorded; ``public_key`` (hex) overrides the
     trusted key (``trusted_public_key``).
     """
-    public_key = public_key or trusted_public_key()
+    public_key = (public_key or trusted_public_key()).lower()
     if path.is_dir():
         if expect_sha256 is not None:
             raise BundleVerificationError(f"{path.name} is a folder; an expected SHA-256 binds a bundle tarball.")

@@ -157,8 +157,12 @@ def ensure_stores_block(settings: ConveyorSettings) -> bool:
 
 def ensure_key_blocks() -> tuple[list[str], str]:
     """Make the Secret blocks of Conveyor's keys that are missing; returns those made and the edge public key."""
-    made = [name for name in (CACHE_KEY_BLOCK, EDGE_SIGNING_KEY_BLOCK) if ensure_secret_key(name)[1]]
-    return made, public_key_of(ensure_secret_key(EDGE_SIGNING_KEY_BLOCK)[0])
+    made, keys = [], {}
+    for name in (CACHE_KEY_BLOCK, EDGE_SIGNING_KEY_BLOCK):
+        keys[name], created = ensure_secret_key(name)
+        if created:
+            made.append(name)
+    return made, public_key_of(keys[EDGE_SIGNING_KEY_BLOCK])
 
 
 def deploy_all(settings: ConveyorSettings) -> None:
