@@ -92,6 +92,7 @@ Threshold = Annotated[float, Field(ge=0, allow_inf_nan=False), Expects("a finite
 Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), Expects("a finite share from 0 to 1")]
 Flag = Annotated[bool, Expects("true or false (1/0, yes/no and on/off work too)")]
 Folder = Annotated[Path, BeforeValidator(_not_blank), Expects("a folder path")]
+File = Annotated[Path, BeforeValidator(_not_blank), Expects("a file path")]
 StoreUrl = Annotated[
     str,
     BeforeValidator(_not_blank),
@@ -129,6 +130,11 @@ class StackSettings(_Group):
     server_host: Host = Field("127.0.0.1", description="Address the local Prefect server binds.")
     server_port: Port = Field(4200, description="Port of the local Prefect server (API and UI).")
     prefect_api_url: ApiUrl | None = Field(None, description="Prefect API; default: the local server.")
+    api_auth_string: AuthString | None = Field(
+        None,
+        description="Basic auth for the Prefect API, `user:password`: the local server `conveyor up` starts requires "
+        "it, and the CLI, workers and watcher send it. Set it for any server reachable from other hosts.",
+    )
     worker_pools: PoolNames = Field(["cpu"], description="Pools `conveyor up` starts a local process worker for.")
     worker_poll_seconds: WholeSeconds = Field(
         2, description="How often local workers ask for work (Prefect's default is 10 s)."
@@ -220,6 +226,16 @@ class DatasetSettings(_Group):
     )
 
 
+class DaskSettings(_Group):
+    """TLS for Dask clusters reached by a tls:// address: the cluster's CA, and this host's certificate and key."""
+
+    dask_tls_ca_file: File | None = Field(
+        None, description="PEM file of the CA that signed the cluster's certificates."
+    )
+    dask_tls_cert: File | None = Field(None, description="PEM certificate this host's Dask client presents.")
+    dask_tls_key: File | None = Field(None, description="PEM private key of that certificate.")
+
+
 class ConveyorSettings(BaseSettings):
     """Conveyor's settings, in groups; override any of them with ``CONVEYOR_<NAME>``."""
 
@@ -237,6 +253,7 @@ class ConveyorSettings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings, description="The task cache.")
     datasets: DatasetSettings = Field(default_factory=DatasetSettings, description="Dataset specs.")
     edge: EdgeSettings = Field(default_factory=EdgeSettings, description="Edge devices.")
+    dask: DaskSettings = Field(default_factory=DaskSettings, description="Dask clusters reached by address.")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -276,6 +293,11 @@ class ConveyorSettings(BaseSettings):
         return self.state_dir / "watcher" / "announced.json"
 
     @property
+    def cli_reports_dir(self) -> Path:
+        """Reports of `conveyor validate`: this host's, one per checked content, never in the data store."""
+        return self.state_dir / "reports"
+
+    @property
     def default_landing_dir(self) -> Path:
         """Landing folder used when none is configured."""
         return self.stores.landing_dir or self.state_dir / "landing"
@@ -307,6 +329,7 @@ class ConveyorSettings(BaseSettings):
 
     def prefect_env(self) -> dict[str, str]:
         """Environment that points Prefect clients, servers and workers at this installation."""
+        auth = self.stack.api_auth_string
         return {
             "PREFECT_API_URL": self.api_url,
             "PREFECT_HOME": str(self.prefect_home),
@@ -316,7 +339,13 @@ class ConveyorSettings(BaseSettings):
             "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
             # Task results (cache records) live in the task cache, one place for every process.
             "PREFECT_LOCAL_STORAGE_PATH": str(self.task_cache_dir / "results"),
+            **({"PREFECT_API_AUTH_STRING": auth.get_secret_value()} if auth else {}),
         }
+
+    def server_env(self) -> dict[str, str]:
+        """What the local server needs beyond a client's environment: the basic auth it requires, when set."""
+        auth = self.stack.api_auth_string
+        return {"PREFECT_SERVER_API_AUTH_STRING": auth.get_secret_value()} if auth else {}
 
 
 def _expects(field: FieldInfo) -> Expects | None:

@@ -61,6 +61,12 @@ def test_a_bad_setting_is_one_sentence_naming_its_variable(variable: str, value:
     assert repr(value) in result.stderr or variable == "CONVEYOR_STACK"
 
 
+def test_a_malformed_auth_string_is_refused_without_being_echoed() -> None:
+    result = run_cli("status", env={"CONVEYOR_API_AUTH_STRING": "only-a-secret-password"})
+    assert_one_sentence(result, "CONVEYOR_API_AUTH_STRING must be user:password, both parts non-empty.")
+    assert "only-a-secret-password" not in result.stderr + result.stdout
+
+
 def test_a_state_folder_that_cannot_be_created_is_one_sentence(tmp_path: Path) -> None:
     occupied = tmp_path / "a-file"
     occupied.write_text("not a folder")

@@ -6,7 +6,11 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from conveyor.data.quarantine import report_key
+from conveyor.data.store import DataStore
 from conveyor.data.synthetic import Corruption, generate_telemetry
+from conveyor.io.files import sha256_file
+from conveyor.settings import ConveyorSettings
 from tests.fixtures.cli import run_cli
 
 DAY = dt.date(2026, 6, 1)
@@ -43,3 +47,19 @@ def test_unreadable_files_exit_two_in_one_sentence(tmp_path: Path) -> None:
         assert result.returncode == 2, (target, result.stdout, result.stderr)
         assert result.stderr.startswith("Error: ") and "cannot" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_a_check_by_hand_keeps_one_report_per_content_outside_the_data_store(
+    tmp_path: Path, settings: ConveyorSettings, data_store: DataStore
+) -> None:
+    path = tmp_path / "checked-twice.parquet"
+    generate_telemetry(960, DAY, seed=11).to_parquet(path, index=False)
+    sha256 = sha256_file(path)
+    for _ in range(2):
+        result = run_cli("validate", str(path))
+        assert result.returncode == 0, result.stderr
+    folder = settings.state_dir / "reports" / sha256
+    assert result.stdout.strip().endswith(f"Report: {folder}/report.md")
+    assert sorted(p.name for p in folder.iterdir()) == ["data-docs", "report.json", "report.md"]
+    assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
+    assert not data_store.local_path(report_key(sha256)).exists()

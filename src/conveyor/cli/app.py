@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 
+import httpx
 import typer
 
 from conveyor.cli import cache, data, models, runs, stack
@@ -35,8 +36,6 @@ app.add_typer(cache.cache_app, name="cache")
 
 def main() -> None:
     """Console-script entry: every failure, a bad setting included, ends in one sentence and exit code 1."""
-    import httpx
-
     from conveyor.stack.errors import StackError, UnknownDeploymentError
 
     loaded: ConveyorSettings | None = None
@@ -45,6 +44,8 @@ def main() -> None:
         app()
     except httpx.ConnectError:
         fail(f"cannot reach the Prefect API at {settings().api_url}; start it with `conveyor up`.")
+    except httpx.HTTPStatusError as error:
+        fail(_refused(error, settings().api_url))
     except (CommandError, StackError, UnknownDeploymentError, LookupError, ValueError, OSError) as error:
         fail(_sentence(error))
     except Exception as error:  # a bug: still one sentence, with the traceback kept where a report can quote it
@@ -63,6 +64,16 @@ def _sentence(error: Exception) -> str:
         paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p is not None)
         return f"{error.strerror}{f': {paths}' if paths else ''}."
     return str(error)
+
+
+def _refused(error: httpx.HTTPStatusError, api_url: str) -> str:
+    """An error status from the Prefect API as one sentence; a 401 says which setting holds the credentials."""
+    if error.response.status_code == 401:
+        return (
+            f"the Prefect API at {api_url} refused the request (401 Unauthorized); set CONVEYOR_API_AUTH_STRING "
+            "to the user:password its server was started with."
+        )
+    return f"the Prefect API at {api_url} answered {error.response.status_code} {error.response.reason_phrase}."
 
 
 def _unexpected(error: Exception, loaded: ConveyorSettings | None) -> str:

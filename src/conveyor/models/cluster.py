@@ -8,9 +8,11 @@ from contextlib import contextmanager
 from urllib.parse import urlparse
 
 import dask
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, Security
 from prefect_dask.task_runners import DaskTaskRunner
 from pydantic import BaseModel, Field
+
+from conveyor.settings import get_settings
 
 
 class ClusterSpec(BaseModel):
@@ -18,13 +20,39 @@ class ClusterSpec(BaseModel):
 
     workers: int = Field(1, ge=1, description="Training ranks (Dask workers); 1 trains in the task's own process.")
     scheduler: str | None = Field(
-        None, pattern=r"^(tcp|tls|ucx)://", description="Address of an existing Dask scheduler, e.g. tcp://host:8786."
+        None,
+        pattern=r"^(tcp|tls|ucx)://",
+        description="Address of an existing Dask scheduler, e.g. tls://host:8786 (TLS with CONVEYOR_DASK_TLS_*).",
     )
 
     @property
     def distributed(self) -> bool:
         """Whether training goes through Dask at all."""
         return self.workers > 1 or self.scheduler is not None
+
+
+def cluster_security(spec: ClusterSpec) -> Security | None:
+    """The TLS credentials this host shows a tls:// scheduler (CONVEYOR_DASK_TLS_*); None for any other cluster."""
+    if not (spec.scheduler and spec.scheduler.startswith("tls://")):
+        return None
+    tls = get_settings().dask
+    files = {
+        "CONVEYOR_DASK_TLS_CA_FILE": tls.dask_tls_ca_file,
+        "CONVEYOR_DASK_TLS_CERT": tls.dask_tls_cert,
+        "CONVEYOR_DASK_TLS_KEY": tls.dask_tls_key,
+    }
+    missing = [variable for variable, path in files.items() if path is None]
+    if missing:
+        raise ValueError(f"{spec.scheduler} is a TLS scheduler: set {', '.join(missing)} on this host.")
+    unreadable = [f"{variable}={path}" for variable, path in files.items() if path and not path.is_file()]
+    if unreadable:
+        raise ValueError(f"No such TLS file: {', '.join(unreadable)}.")
+    return Security(
+        tls_ca_file=str(tls.dask_tls_ca_file),
+        tls_client_cert=str(tls.dask_tls_cert),
+        tls_client_key=str(tls.dask_tls_key),
+        require_encryption=True,
+    )
 
 
 def free_port() -> int:
@@ -38,7 +66,7 @@ def free_port() -> int:
 def dask_client(spec: ClusterSpec) -> Iterator[Client]:
     """A client of the cluster the spec names; a local cluster lives exactly as long as the block."""
     if spec.scheduler:
-        with Client(spec.scheduler, timeout="30s") as client:
+        with Client(spec.scheduler, timeout="30s", security=cluster_security(spec)) as client:
             yield client
         return
     # A dead rank must fail the attempt (Prefect retries it from the checkpoint), not be re-run by Dask alone.
@@ -66,7 +94,8 @@ def rendezvous_address(client: Client, rank0: str) -> str:
 def task_runner(spec: ClusterSpec) -> DaskTaskRunner:
     """Prefect's Dask task runner on the cluster the spec names: a local one of N workers, or one by address."""
     if spec.scheduler:
-        return DaskTaskRunner(address=spec.scheduler)
+        security = cluster_security(spec)
+        return DaskTaskRunner(address=spec.scheduler, client_kwargs={"security": security} if security else None)
     return DaskTaskRunner(
         cluster_kwargs={
             "n_workers": spec.workers,

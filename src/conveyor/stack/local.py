@@ -45,8 +45,8 @@ def _prefect(*args: str) -> list[str]:
     return [sys.executable, "-m", "prefect", *args]
 
 
-def _env(settings: ConveyorSettings) -> dict[str, str]:
-    return {**os.environ, **settings.prefect_env()}
+def _env(settings: ConveyorSettings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, **settings.prefect_env(), **(extra or {})}
 
 
 def _pid_file(settings: ConveyorSettings, name: str) -> Path:
@@ -64,7 +64,7 @@ def _running_pid(settings: ConveyorSettings, name: str) -> int | None:
     return pid if any(marker in cmdline for marker in _OUR_COMMANDS) else None
 
 
-def _spawn(settings: ConveyorSettings, name: str, command: list[str]) -> int:
+def _spawn(settings: ConveyorSettings, name: str, command: list[str], extra_env: dict[str, str] | None = None) -> int:
     """Start a long-lived process in its own session, logging to the log folder, and record its pid."""
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     settings.pid_dir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ def _spawn(settings: ConveyorSettings, name: str, command: list[str]) -> int:
         process = subprocess.Popen(
             command,
             cwd=settings.project_dir,
-            env=_env(settings),
+            env=_env(settings, extra_env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -115,6 +115,7 @@ def start_server(settings: ConveyorSettings) -> bool:
         settings,
         _SERVER,
         _prefect("server", "start", "--host", settings.stack.server_host, "--port", str(settings.stack.server_port)),
+        settings.server_env(),
     )
     deadline = time.monotonic() + settings.stack.startup_timeout_s
     while time.monotonic() < deadline:
