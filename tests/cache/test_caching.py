@@ -292,9 +292,9 @@ def test_pruning_drops_entries_unused_for_n_days_and_they_are_recomputed(
 def test_training_code_reaches_helpers_through_other_modules_and_validation_does_not() -> None:
     training = code_fingerprint(train_model.fn)
     validation = code_fingerprint(validate_snapshot.fn)
-    assert "conveyor.models.mlp.encode_features" in training  # train_model -> train_rank -> modeling.encode_features
+    assert "conveyor.models.features.encode_features" in training  # train_model -> train_rank -> features.encode_...
     assert "conveyor.models.training.train_rank" in training
-    assert not any(name.startswith(("conveyor.models.training.", "conveyor.models.mlp.encode")) for name in validation)
+    assert not any(name.startswith(("conveyor.models.training.", "conveyor.models.features.")) for name in validation)
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ from tests.fixtures.server import flow_run_artifacts
 pytestmark = pytest.mark.slow
 
 MODEL = "cache-spec"
-HELPER_FILE = "src/conveyor/models/mlp.py"
-HELPER = "def encode_features(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:\n"
+HELPER_FILE = "src/conveyor/models/features.py"
+HELPER = "def encode_features(frame: pd.DataFrame, encoding: FeatureEncoding) -> tuple[np.ndarray, list[np.ndarray]]:\n"
 # Run by a fresh interpreter in the project copy: refit, then this run's cache decisions as JSON.
 REFIT = """
 import json, sys
@@ -113,7 +113,7 @@ def test_editing_a_helper_training_reaches_through_another_module_recomputes_tra
     runs: dict[str, dict[str, Any]],
 ) -> None:
     tasks = _by_task(runs["edited"])
-    assert tasks["Train model"] == ("miss", "code changed (conveyor.models.mlp.encode_features)")
+    assert tasks["Train model"] == ("miss", "code changed (conveyor.models.features.encode_features)")
     assert tasks["Evaluate on held-out entities"][0] == "miss"  # it predicts through the same helper
 
 
