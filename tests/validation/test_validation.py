@@ -6,12 +6,15 @@ import datetime as dt
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa_arrow
+import pyarrow.parquet as pq
 import pytest
 
 from conveyor.data.snapshots import Snapshot, snapshot_partition
 from conveyor.data.store import DataStore
 from conveyor.data.synthetic import Corruption, generate_telemetry, write_partition
 from conveyor.schema.telemetry import TELEMETRY
+from conveyor.validation.reader import UnreadableBatchError, read_batch
 from conveyor.validation.tasks import DataValidationError, require_valid, validate_snapshot
 
 DAY = dt.date(2026, 4, 1)
@@ -57,3 +60,14 @@ def test_missing_column_is_refused(tmp_path: Path) -> None:
 def test_zero_rows_are_refused(tmp_path: Path) -> None:
     with pytest.raises(DataValidationError, match="no rows"):
         _gate(_snapshot_of(generate_telemetry(1_000, DAY).head(0), tmp_path))
+
+
+def test_a_flipped_byte_in_a_checksummed_page_is_refused_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "telemetry-2026-03-05.parquet"
+    table = pa_arrow.Table.from_pandas(generate_telemetry(2_000, dt.date(2026, 3, 5)), preserve_index=False)
+    pq.write_table(table, path, write_page_checksum=True, compression="none")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # inside a data page: without the check, a value silently changes
+    path.write_bytes(bytes(data))
+    with pytest.raises(UnreadableBatchError, match="CRC checksum verification failed"):
+        read_batch(path)

@@ -16,7 +16,8 @@ class UnreadableBatchError(ValueError):
 def read_batch(path: Path) -> pa_arrow.Table:
     """A batch's rows as arrow; UnreadableBatchError with the reader's reason when its bytes are not a parquet table."""
     try:
-        return pq.read_table(path)
+        # Pages written with a CRC are checked against it: a flipped byte is refused, never read as data.
+        return pq.read_table(path, page_checksum_verification=True)
     except (OSError, ValueError, pa_arrow.ArrowException) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UnreadableBatchError(f"{path.name} is not a readable parquet file ({reason}).") from None
