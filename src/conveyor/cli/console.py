@@ -37,6 +37,6 @@ def show(data: dict[str, Any] | list[Any], as_json: bool, text: str) -> None:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """End the command with one sentence on stderr and an exit status."""
-    typer.secho(f"Error: {message}", err=True, fg="red")
+    """End the command with one sentence, on one line, on stderr and an exit status."""
+    typer.secho(f"Error: {' '.join(message.split())}", err=True, fg="red")
     sys.exit(code)
