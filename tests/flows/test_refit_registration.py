@@ -19,11 +19,18 @@ from tests.fixtures.models import GATEWAY, StagedCandidate
 MODEL = "lock-test"
 
 
-def _register_side_by_side(store: Path, candidates: dict[str, Candidate]) -> dict[str, RegisteredVersion]:
-    """Register each candidate from its own thread, as two refits on two pools would, and wait for both."""
+def _register_side_by_side(
+    store: Path, candidates: dict[str, Candidate], gates: dict[str, threading.Event] | None = None
+) -> dict[str, RegisteredVersion]:
+    """Register each candidate from its own thread, as two refits on two pools would, and wait for both.
+
+    A thread with a gate waits for it before it starts registering.
+    """
     registered: dict[str, RegisteredVersion] = {}
 
     def register(name: str) -> None:
+        if gates and name in gates:
+            assert gates[name].wait(timeout=120), f"{name} was never let in"
         registered[name] = register_candidate(store, MODEL, candidates[name], [GATEWAY], f"run-{name}")
 
     threads = [threading.Thread(target=register, args=(name,), name=name) for name in candidates]
@@ -38,7 +45,7 @@ def _register_side_by_side(store: Path, candidates: dict[str, Candidate]) -> dic
 def test_two_refits_of_one_candidate_take_turns_and_register_it_once(
     candidate: StagedCandidate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    asked, inside = threading.Event(), threading.Event()
+    first_holds, asked, inside = threading.Event(), threading.Event(), threading.Event()
     order: list[str] = []
 
     @contextmanager
@@ -52,13 +59,16 @@ def test_two_refits_of_one_candidate_take_turns_and_register_it_once(
             if second:
                 inside.set()
             else:
+                first_holds.set()  # only now does the second refit start
                 assert asked.wait(timeout=120), "the second refit never asked for the lock"
                 inside.wait(timeout=2)  # without a lock the second would be in by now, beside the first
             yield
             order.append(f"{threading.current_thread().name} out")
 
     monkeypatch.setattr(refit_flow, "registry_lock", watched_lock)
-    registered = _register_side_by_side(tmp_path, {"first": candidate.candidate, "second": candidate.candidate})
+    registered = _register_side_by_side(
+        tmp_path, {"first": candidate.candidate, "second": candidate.candidate}, gates={"second": first_holds}
+    )
 
     assert order == ["first in", "first out", "second in", "second out"]
     assert registered["first"] == registered["second"]
