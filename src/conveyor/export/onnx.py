@@ -29,6 +29,8 @@ OPSET = 18
 ML_OPSET = 2
 DECISION_THRESHOLD = 0.5
 KNOWN_INPUTS_FILE = "parity_inputs.parquet"
+# A category no vocabulary holds: the known inputs check the unknown embedding with it.
+UNSEEN_CATEGORY = "never-seen-model"
 EXPECTED_PREFIX = "expected_"  # the known inputs' column of expected outputs: expected_<prediction>
 _KNOWN_HELD_OUT_ROWS = 200
 _PRODUCTION_SAMPLE_ROWS = 2_000
@@ -237,7 +239,7 @@ def known_inputs(holdout: pd.DataFrame, encoding: FeatureEncoding) -> pd.DataFra
             edges.append(edge)
     for column in encoding.categorical:
         unseen = rows.iloc[[0]].copy()
-        unseen[column] = f"never-seen-{column}"
+        unseen[column] = UNSEEN_CATEGORY
         edges.append(unseen)
     frame = pd.concat([rows, *edges], ignore_index=True)
     return frame.astype(dict.fromkeys(encoding.categorical, str))
