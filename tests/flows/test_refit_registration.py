@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import conveyor.flows.refit as refit_flow
-from conveyor.flows.refit import register_candidate
+import conveyor.registry.register as registration
 from conveyor.registry.candidate import Candidate
 from conveyor.registry.lock import registry_lock
+from conveyor.registry.register import register_candidate
 from conveyor.registry.store import RegisteredVersion, list_versions
 from tests.fixtures.models import GATEWAY, StagedCandidate
 
@@ -65,7 +65,7 @@ def test_two_refits_of_one_candidate_take_turns_and_register_it_once(
             yield
             order.append(f"{threading.current_thread().name} out")
 
-    monkeypatch.setattr(refit_flow, "registry_lock", watched_lock)
+    monkeypatch.setattr(registration, "registry_lock", watched_lock)
     registered = _register_side_by_side(
         tmp_path, {"first": candidate.candidate, "second": candidate.candidate}, gates={"second": first_holds}
     )

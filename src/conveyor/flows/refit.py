@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 from prefect import flow
 from prefect.runtime import flow_run
@@ -12,15 +11,14 @@ from pydantic import Field
 from conveyor.blocks import ConveyorStores
 from conveyor.cache.report import reporting_cache_use
 from conveyor.data.snapshots import find_newest_partition
-from conveyor.export.edge import EdgeTarget, build_edge_bundle
+from conveyor.export.edge import EdgeTarget
 from conveyor.export.onnx import ParityThresholds
 from conveyor.flows.validate import validate
 from conveyor.io.files import FolderName
 from conveyor.models.cluster import ClusterSpec
 from conveyor.models.training import TrainingParams
-from conveyor.registry.candidate import Candidate, build_candidate
-from conveyor.registry.lock import registry_lock
-from conveyor.registry.register import publish_model_report, register_model_version, reserve_model_version
+from conveyor.registry.candidate import build_candidate
+from conveyor.registry.register import publish_model_report, register_candidate
 from conveyor.registry.store import RegisteredVersion
 from conveyor.schema.catalog import find_spec
 
@@ -79,21 +77,3 @@ def refit(
         )
         publish_model_report(registered, candidate)
         return registered
-
-
-def register_candidate(
-    model_store: Path, model_name: str, candidate: Candidate, edge_targets: list[EdgeTarget], run_id: str
-) -> RegisteredVersion:
-    """Reserve a version, bundle it for each edge target and register it, holding the model's registry lock.
-
-    refit/default and refit/gpu run side by side: under the lock, the second refit of a candidate finds the first
-    one's reservation and version (cache hits) instead of registering the same candidate again.
-    """
-    with registry_lock(model_name):
-        staged = reserve_model_version(model_store, model_name, candidate, run_id)
-        known_inputs = Path(candidate.parity.known_inputs)
-        bundles = [
-            build_edge_bundle(variant, target, model_name, staged.version, candidate.snapshot.sha256, known_inputs)
-            for (variant, _), target in zip(candidate.edge, edge_targets, strict=True)
-        ]
-        return register_model_version(staged, candidate, bundles, run_id)

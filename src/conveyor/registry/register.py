@@ -16,10 +16,11 @@ from pydantic import BaseModel
 from conveyor.cache import Content, Location, cached_task, uncached_task
 from conveyor.environment import lock_sha256, package_versions
 from conveyor.events import emit_model_registered
-from conveyor.export.edge import EdgeBundle
+from conveyor.export.edge import EdgeBundle, EdgeTarget, build_edge_bundle
 from conveyor.export.onnx import KNOWN_INPUTS_FILE
 from conveyor.io.files import rename_durably, sha256_file, write_text_atomically
 from conveyor.registry.candidate import Candidate
+from conveyor.registry.lock import registry_lock
 from conveyor.registry.store import (
     EDGE_FOLDER,
     MANIFEST,
@@ -174,3 +175,21 @@ def publish_model_report(registered: RegisteredVersion, candidate: Candidate) ->
         key="model-version",
         description=f"{registered.name} v{registered.version}",
     )
+
+
+def register_candidate(
+    model_store: Path, model_name: str, candidate: Candidate, edge_targets: list[EdgeTarget], run_id: str
+) -> RegisteredVersion:
+    """Reserve a version, bundle it for each edge target and register it, holding the model's registry lock.
+
+    refit/default and refit/gpu run side by side: under the lock, the second refit of a candidate finds the first
+    one's reservation and version (cache hits) instead of registering the same candidate again.
+    """
+    with registry_lock(model_name):
+        staged = reserve_model_version(model_store, model_name, candidate, run_id)
+        known_inputs = Path(candidate.parity.known_inputs)
+        bundles = [
+            build_edge_bundle(variant, target, model_name, staged.version, candidate.snapshot.sha256, known_inputs)
+            for (variant, _), target in zip(candidate.edge, edge_targets, strict=True)
+        ]
+        return register_model_version(staged, candidate, bundles, run_id)
