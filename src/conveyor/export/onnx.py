@@ -147,8 +147,9 @@ def to_onnx(network: TabularMLP, encoding: FeatureEncoding, metadata: dict[str, 
     batch = torch.export.Dim("batch", min=1)
     # Lists, not tuples: torch.onnx.export turns the dynamic shapes' tuples into lists and then compares structures.
     codes = [torch.zeros(2, dtype=torch.int64) for _ in encoding.categorical]
+    # verbose=False: the exporter otherwise prints its progress to stdout, which the CLI's --json output owns.
     program = torch.onnx.export(
-        _Traceable(network),
+        _Traceable(network).eval(),
         (torch.zeros(2, len(encoding.numeric)), codes),
         input_names=input_names(encoding),
         output_names=[encoding.prediction],
@@ -156,6 +157,7 @@ def to_onnx(network: TabularMLP, encoding: FeatureEncoding, metadata: dict[str, 
         dynamo=True,
         dynamic_shapes=({0: batch}, [{0: batch} for _ in codes]),
         external_data=False,
+        verbose=False,
     )
     assert program is not None
     proto = program.model_proto
