@@ -24,20 +24,9 @@ from conveyor.registry.store import (
     read_versions,
 )
 from tests.fixtures.disk import DiskLog
-from tests.fixtures.models import CANDIDATE_NAME, FAST_TRAINING, StagedCandidate, register_candidate
+from tests.fixtures.models import CANDIDATE_NAME, FAST_TRAINING, StagedCandidate
+from tests.registry.conftest import Register
 
-Register = Callable[[str], RegisteredVersion]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Path:
-    return tmp_path / "models"
-
-
-@pytest.fixture
-def register(candidate: StagedCandidate, store: Path) -> Register:
-    """Register copies of the candidate into a fresh model store, as runs would."""
-    return lambda run_id: register_candidate(candidate, store, CANDIDATE_NAME, run_id)
 
 
 def test_versions_count_up_from_one(register: Register, store: Path, recompute: None) -> None:

@@ -8,7 +8,7 @@ import traceback
 import httpx
 import typer
 
-from conveyor.cli import cache, data, models, runs, stack
+from conveyor.cli import cache, data, models, registry, runs, stack
 from conveyor.cli.console import CommandError, fail, settings
 from conveyor.settings import ConveyorSettings
 
@@ -32,6 +32,7 @@ app.command("edge-run")(models.edge_run)
 app.command()(data.validate)
 app.command("hash")(data.hash_command)
 app.add_typer(cache.cache_app, name="cache")
+app.add_typer(registry.registry_app, name="registry")
 
 
 def main() -> None:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
+
+# The locks this context holds: a registration that points `dev` at its version moves the alias under the same lock.
+_HELD: ContextVar[frozenset[str]] = ContextVar("conveyor_registry_locks_held", default=frozenset())
 
 
 def registry_lock_name(model_name: str) -> str:
@@ -34,8 +38,17 @@ def registry_lock(model_name: str) -> Iterator[None]:
     """Hold a model's registry lock: its reservations and registrations never interleave, whichever pool runs them.
 
     The slot is a lease the holder renews; a holder that dies frees it when the lease runs out (5 minutes).
+    Re-entrant within one context: taking a lock this context already holds takes no second slot.
     """
     name = registry_lock_name(model_name)
+    held = _HELD.get()
+    if name in held:
+        yield
+        return
     _ensure_one_slot(name)
     with concurrency(name, occupy=1, strict=True):
-        yield
+        token = _HELD.set(held | {name})
+        try:
+            yield
+        finally:
+            _HELD.reset(token)

@@ -19,6 +19,7 @@ from conveyor.events import emit_model_registered
 from conveyor.export.edge import EdgeBundle, EdgeTarget, build_edge_bundle
 from conveyor.export.onnx import KNOWN_INPUTS_FILE
 from conveyor.io.files import rename_durably, sha256_file, write_text_atomically
+from conveyor.registry.aliases import move_alias, read_aliases
 from conveyor.registry.candidate import Candidate
 from conveyor.registry.lock import registry_lock
 from conveyor.registry.store import (
@@ -180,7 +181,7 @@ def publish_model_report(registered: RegisteredVersion, candidate: Candidate) ->
 def register_candidate(
     model_store: Path, model_name: str, candidate: Candidate, edge_targets: list[EdgeTarget], run_id: str
 ) -> RegisteredVersion:
-    """Reserve a version, bundle it for each edge target and register it, holding the model's registry lock.
+    """Reserve a version, bundle it for each edge target, register it and point `dev` at it, under the registry lock.
 
     refit/default and refit/gpu run side by side: under the lock, the second refit of a candidate finds the first
     one's reservation and version (cache hits) instead of registering the same candidate again.
@@ -192,4 +193,7 @@ def register_candidate(
             build_edge_bundle(variant, target, model_name, staged.version, candidate.snapshot.sha256, known_inputs)
             for (variant, _), target in zip(candidate.edge, edge_targets, strict=True)
         ]
-        return register_model_version(staged, candidate, bundles, run_id)
+        registered = register_model_version(staged, candidate, bundles, run_id)
+        dev = read_aliases(model_store, model_name).get("dev")
+        move_alias(model_store, model_name, "dev", registered.version, dev, via="refit", reason="registered by refit")
+        return registered

@@ -15,6 +15,7 @@ from typing import Annotated, Any, NamedTuple
 from pydantic import BaseModel, Field, ValidationError
 
 from conveyor.cache import Content, uncached_task
+from conveyor.io.files import sha256_file
 
 MANIFEST = "manifest.json"
 STAGING = ".staging"
@@ -103,6 +104,28 @@ def read_version(folder: Path) -> RegisteredVersion:
         flow_run_id=manifest.flow_run_id,
         metrics=manifest.metrics,
     )
+
+
+def verify_version(folder: Path) -> RegisteredVersion:
+    """A version whose every file still holds the bytes its manifest records; DamagedVersionError names the first not.
+
+    Nothing is served, compared or promoted on its folder's word: a file swapped after registration is caught here.
+    """
+    version = read_version(folder)
+    files = read_manifest(folder).get("files")
+    if not isinstance(files, dict) or "model.onnx" not in files:
+        raise DamagedVersionError(f"{folder} is damaged: its {MANIFEST} records no file hashes.")
+    for name, digest in files.items():
+        path = folder / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise DamagedVersionError(f"{folder} is damaged: its {MANIFEST} names a file outside it ({name}).")
+        if not path.is_file():
+            raise DamagedVersionError(f"{version.name} v{version.version} is damaged: {name} is missing.")
+        if sha256_file(path) != digest:
+            raise DamagedVersionError(
+                f"{version.name} v{version.version} is damaged: {name} does not hold the bytes its manifest records."
+            )
+    return version
 
 
 class VersionListing(NamedTuple):

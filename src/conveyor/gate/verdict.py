@@ -1,0 +1,93 @@
+"""The gate's verdict: every check with its numbers, kept as gate.json with the version and shown as artifacts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from conveyor.gate.checks import GateCheck
+from conveyor.gate.scoring import Latency
+from conveyor.gate.statistics import Comparison
+from conveyor.io.files import write_text_atomically
+
+VERDICT_FILE = "gate.json"
+# Every verdict also lies here by its hash, so the hash an audit line records always finds its evidence.
+EVIDENCE_FOLDER = "evidence"
+
+
+class GateVerdict(BaseModel):
+    """What the gate decided for one challenger against one champion, and on what evidence."""
+
+    model: str
+    challenger: int
+    champion: int | None = Field(description="The production version compared with; empty: there was none.")
+    target: str = Field(description="The alias the challenger would move to.")
+    decided_at: dt.datetime
+    checks: list[GateCheck]
+    comparison: Comparison
+    latency: dict[str, Latency] = Field(description="By role: challenger, and champion when there is one.")
+    rows: int = Field(description="Held-out rows both versions were scored on.")
+
+    @property
+    def passed(self) -> bool:
+        """Every check passed."""
+        return all(check.passed for check in self.checks)
+
+    @property
+    def failed_checks(self) -> list[str]:
+        """The names of the checks that failed."""
+        return [check.name for check in self.checks if not check.passed]
+
+
+def keep_verdict(model_root: Path, verdict: GateVerdict) -> str:
+    """Write the verdict as the version's gate.json and as evidence by its SHA-256; returns the hash."""
+    text = verdict.model_dump_json(indent=2)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    write_text_atomically(model_root / EVIDENCE_FOLDER / f"{digest}.json", text)
+    write_text_atomically(model_root / f"v{verdict.challenger}" / VERDICT_FILE, text)
+    return digest
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def verdict_markdown(verdict: GateVerdict, evidence_sha256: str) -> str:
+    """The verdict for people: checks, the paired comparison with intervals, slices and latency."""
+    outcome = "passed" if verdict.passed else f"refused ({', '.join(verdict.failed_checks)})"
+    against = f"production v{verdict.champion}" if verdict.champion else "no champion (first version)"
+    checks = "\n".join(f"| {c.name} | {'pass' if c.passed else '**FAIL**'} | {c.summary} |" for c in verdict.checks)
+    metrics = "\n".join(
+        f"| {m} | {_number(r.champion)} | {_number(r.challenger)} | {_number(r.improvement)} | "
+        f"[{_number(r.lower)}, {_number(r.upper)}] |"
+        for m, r in verdict.comparison.overall.items()
+    )
+    slices = "\n".join(
+        f"| {value} | {metric} | {_number(r.champion)} | {_number(r.challenger)} | [{_number(r.lower)}, {_number(r.upper)}] |"
+        for value, results in sorted(verdict.comparison.slices.items())
+        for metric, r in results.items()
+        if metric == "roc_auc"
+    )
+    latency = "\n".join(
+        f"| {role} | {t.p50_ms_batch_1:.3f} | {t.p99_ms_batch_1:.3f} | {t.rows_per_s_batch_256:,.0f} |"
+        for role, t in verdict.latency.items()
+    )
+    return (
+        f"# Gate: {verdict.model} v{verdict.challenger} → {verdict.target}: {outcome}\n\n"
+        f"Compared with {against} on {verdict.rows:,} held-out rows of the challenger's snapshot, both scored by "
+        f"ONNX Runtime from their registered files. Evidence `{evidence_sha256}`.\n\n"
+        f"| check | result | why |\n|---|---|---|\n{checks}\n\n"
+        f"## Metrics (improvement: positive is better; interval: paired bootstrap over entities)\n\n"
+        f"| metric | champion | challenger | improvement | 95 % interval |\n|---|---|---|---|---|\n{metrics}\n\n"
+        + (
+            f"## Slices (ROC AUC)\n\n| slice | metric | champion | challenger | improvement interval |\n"
+            f"|---|---|---|---|---|\n{slices}\n\n"
+            if slices
+            else ""
+        )
+        + f"## Latency (ONNX Runtime)\n\n| version | p50 ms (batch 1) | p99 ms (batch 1) | rows/s (batch 256) |\n"
+        f"|---|---|---|---|\n{latency}\n"
+    )

@@ -1,0 +1,263 @@
+"""Aliases: names (dev, staging, production, or a user's own) that point at a model's versions, moved by CAS.
+
+A model's aliases live in ``<model store>/<name>/aliases.json``, replaced whole by an atomic rename; every move is
+appended to ``audit.jsonl`` beside it, which is never rewritten. A move states the version it expects the alias to
+name (compare-and-swap) and runs under the model's registry lock, so of two moves at once exactly one wins and the
+other is refused naming what it found. The state file carries the sequence number and record of its last move: a
+writer that died between the rename and the append is caught up by the next move, so the log never misses a move.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import logging
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from conveyor.events import emit_alias_moved
+from conveyor.io.files import fsync_file, make_folders, write_text_atomically
+from conveyor.registry.lock import registry_lock
+from conveyor.registry.store import RegisteredVersion, version_dirs, verify_version
+
+ALIASES_FILE = "aliases.json"
+AUDIT_FILE = "audit.jsonl"
+# The environments of a release, in the order a version moves through them.
+ENVIRONMENTS = ("dev", "staging", "production")
+# Who moves a protected alias: staging only through the gate, production only through delivery (or by force).
+PROTECTED = {"staging": "promote", "production": "deliver"}
+MoveKind = Literal["promoted", "rolled_back"]
+_ALIAS_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_VERSION_LIKE = re.compile(r"^v?\d+$")
+_REFERENCE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9-]*)(?:@(?P<alias>[^:@]+)|:(?P<version>[^:@]+))?$")
+_LOG = logging.getLogger("conveyor.registry")
+
+
+class AliasError(ValueError):
+    """An alias move that was refused; the message is the sentence a user sees, and nothing moved."""
+
+
+class AliasConflictError(AliasError):
+    """The alias no longer names the version the mover expected (another move won)."""
+
+
+class AliasMove(BaseModel):
+    """One line of a model's audit log: an alias moved from one version to another, by whom and why."""
+
+    sequence: int = Field(description="The move's number in this model's log, from 1.")
+    model: str
+    alias: str
+    from_version: int | None = Field(description="The version the alias named before; empty: it was new.")
+    to_version: int
+    at: dt.datetime
+    by: str = Field(description="The flow run (flow-run/<id>) or user (user@host) that moved it.")
+    via: str = Field(description="What moved it: refit, promote, deliver, rollback, or a user's command.")
+    reason: str
+    evidence_sha256: str | None = Field(None, description="SHA-256 of the gate's verdict (gate.json) it rests on.")
+    forced: bool = False
+    kind: MoveKind = "promoted"
+
+
+class _AliasState(BaseModel):
+    """The alias file: where each alias points, and the move that made it so (to catch the log up)."""
+
+    sequence: int = 0
+    aliases: dict[str, int] = Field(default_factory=dict)
+    last_move: AliasMove | None = None
+
+
+def check_alias_name(alias: str) -> str:
+    """The alias itself, or AliasError when it is not a usable alias name (a version number is not)."""
+    if _VERSION_LIKE.match(alias):
+        raise AliasError(f"{alias!r} looks like a version number; an alias needs a name such as staging.")
+    if not _ALIAS_NAME.match(alias):
+        raise AliasError(
+            f"{alias!r} is not an alias name: use lowercase letters, digits, dashes or underscores, from a letter."
+        )
+    return alias
+
+
+def current_actor() -> str:
+    """Who is moving an alias: this flow run when inside one, else the user at this host."""
+    from prefect.runtime import flow_run
+
+    if run_id := flow_run.id:
+        return f"flow-run/{run_id}"
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _read_state(model_store: Path, name: str) -> _AliasState:
+    path = model_store / name / ALIASES_FILE
+    if not path.is_file():
+        return _AliasState()
+    try:
+        return _AliasState.model_validate_json(path.read_bytes())
+    except ValidationError as error:
+        raise AliasError(f"{path} is damaged and cannot be read ({error.errors()[0]['msg']}); nothing moved.") from None
+
+
+def read_aliases(model_store: Path, name: str) -> dict[str, int]:
+    """Each alias of a model and the version it names."""
+    return dict(sorted(_read_state(model_store, name).aliases.items()))
+
+
+def read_audit(model_store: Path, name: str) -> list[AliasMove]:
+    """Every alias move of a model, oldest first; a line a crash left torn is skipped with a warning."""
+    path = model_store / name / AUDIT_FILE
+    moves = []
+    for number, line in enumerate(path.read_text().splitlines() if path.is_file() else [], start=1):
+        try:
+            moves.append(AliasMove.model_validate_json(line))
+        except ValidationError:
+            _LOG.warning("%s line %d is not a move record (torn by a crash?); it is skipped.", path, number)
+    return moves
+
+
+def _append(path: Path, move: AliasMove) -> None:
+    """Append one record durably; a torn line a crash left gets a newline first, so it stays one bad line."""
+    make_folders(path.parent)
+    with path.open("ab") as log:
+        if log.tell() and path.read_bytes()[-1:] != b"\n":
+            log.write(b"\n")
+        log.write(move.model_dump_json().encode() + b"\n")
+        log.flush()
+        os.fsync(log.fileno())
+
+
+def _catch_up_log(model_store: Path, name: str, state: _AliasState) -> None:
+    """Append the state's last move if a writer died after renaming the state and before appending it."""
+    if state.last_move is None:
+        return
+    logged = read_audit(model_store, name)
+    if not logged or logged[-1].sequence < state.last_move.sequence:
+        _append(model_store / name / AUDIT_FILE, state.last_move)
+
+
+def _registered(model_store: Path, name: str, version: int) -> RegisteredVersion:
+    versions = version_dirs(model_store, name)
+    if not versions:
+        raise AliasError(f"No model named {name} is registered in {model_store}.")
+    if version not in versions:
+        known = ", ".join(f"v{n}" for n in versions)
+        raise AliasError(f"{name} has no version {version} (registered: {known}).")
+    return verify_version(versions[version])
+
+
+def _check_authority(alias: str, via: str, forced: bool, reason: str) -> None:
+    if forced and not reason.strip():
+        raise AliasError(f"A forced move of {alias} needs a reason (--reason); nothing moved.")
+    owner = PROTECTED.get(alias)
+    if owner and not forced and via not in (owner, "rollback"):
+        raise AliasError(
+            f"{alias} is protected: it moves only through the {owner} flow, or with --force and a reason."
+        )
+
+
+def move_alias(
+    model_store: Path,
+    name: str,
+    alias: str,
+    version: int,
+    expected: int | None,
+    *,
+    via: str,
+    reason: str,
+    evidence_sha256: str | None = None,
+    forced: bool = False,
+    kind: MoveKind = "promoted",
+) -> AliasMove | None:
+    """Point ``alias`` at ``version`` if it still names ``expected`` (None: no version yet): atomic and audited.
+
+    Returns the move, or None when the alias already names the version (nothing to do, nothing logged). Raises
+    AliasConflictError naming the version found when another move came first, AliasError for any other refusal.
+    """
+    check_alias_name(alias)
+    _check_authority(alias, via, forced, reason)
+    _registered(model_store, name, version)  # every file checked against its hash before anything points at it
+    with registry_lock(name):
+        state = _read_state(model_store, name)
+        _catch_up_log(model_store, name, state)
+        found = state.aliases.get(alias)
+        if found == version:
+            return None
+        if found != expected:
+            named = f"v{found}" if found is not None else "no version"
+            wanted = f"v{expected}" if expected is not None else "no version"
+            raise AliasConflictError(
+                f"{alias} of {name} names {named}, not {wanted} as expected (another move came first); nothing moved."
+            )
+        move = AliasMove(
+            sequence=state.sequence + 1,
+            model=name,
+            alias=alias,
+            from_version=found,
+            to_version=version,
+            at=dt.datetime.now(dt.UTC),
+            by=current_actor(),
+            via=via,
+            reason=reason,
+            evidence_sha256=evidence_sha256,
+            forced=forced,
+            kind=kind,
+        )
+        moved = _AliasState(sequence=move.sequence, aliases={**state.aliases, alias: version}, last_move=move)
+        write_text_atomically(model_store / name / ALIASES_FILE, moved.model_dump_json(indent=2))
+        _append(model_store / name / AUDIT_FILE, move)
+    _LOG.info("%s@%s: v%s -> v%d (%s, %s)", name, alias, found, version, via, reason)
+    emit_alias_moved(move.model_dump(mode="json"))
+    return move
+
+
+def previous_version(model_store: Path, name: str, alias: str) -> tuple[int, int]:
+    """The version an alias names now and the one before it, its rolled-back moves undone; AliasError if none.
+
+    The alias's history is a stack: a promotion pushes a version, a rollback pops one. So after 1 → 2 → 3, two
+    rollbacks lead to 2 and then 1, not back and forth between 3 and 2.
+    """
+    current = read_aliases(model_store, name).get(alias)
+    if current is None:
+        raise AliasError(f"{name} has no alias {alias}; nothing to roll back.")
+    history: list[int] = []
+    for move in (m for m in read_audit(model_store, name) if m.alias == alias):
+        if move.kind == "rolled_back":
+            history = history[:-1]
+        else:
+            history.append(move.to_version)
+    if len(history) < 2 or history[-1] != current:
+        raise AliasError(f"{alias} of {name} has named only v{current}; there is no earlier version to roll back to.")
+    return current, history[-2]
+
+
+def rollback_alias(model_store: Path, name: str, alias: str, reason: str) -> AliasMove:
+    """Point an alias back at the version it named before its last move (CAS on the current one), audited."""
+    current, previous = previous_version(model_store, name, alias)
+    move = move_alias(model_store, name, alias, previous, current, via="rollback", reason=reason, kind="rolled_back")
+    assert move is not None  # previous differs from current: a move was made or refused
+    return move
+
+
+def resolve_reference(model_store: Path, reference: str) -> RegisteredVersion:
+    """The version a reference names: ``NAME`` (newest), ``NAME@ALIAS`` or ``NAME:VERSION``; files verified."""
+    match = _REFERENCE.match(reference)
+    if not match:
+        raise AliasError(f"{reference!r} is not a model reference: use NAME, NAME@ALIAS or NAME:VERSION.")
+    name, alias, number = match["name"], match["alias"], match["version"]
+    versions = version_dirs(model_store, name)
+    if not versions:
+        raise AliasError(f"No model named {name} is registered in {model_store}.")
+    if alias is not None:
+        target = read_aliases(model_store, name).get(check_alias_name(alias))
+        if target is None:
+            raise AliasError(f"{name} has no alias {alias}.")
+        return _registered(model_store, name, target)
+    if number is None:
+        return _registered(model_store, name, max(versions))
+    if not _VERSION_LIKE.match(number):
+        raise AliasError(f"{number!r} is not a version number (write {name}:3 or {name}:v3).")
+    return _registered(model_store, name, int(number.removeprefix("v")))
