@@ -27,8 +27,9 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _interval(result: MetricComparison) -> str:
-    return f"{_fmt(result.improvement)} [{_fmt(result.lower)}, {_fmt(result.upper)}]"
+def _interval(result: MetricComparison | None) -> str:
+    gain = result.improvement if result else None
+    return f"{_fmt(gain.value)} [{_fmt(gain.lower)}, {_fmt(gain.upper)}]" if gain else "not computable"
 
 
 def check_floors(metrics: dict[str, float | None], floors: MetricFloors) -> GateCheck:
@@ -36,9 +37,9 @@ def check_floors(metrics: dict[str, float | None], floors: MetricFloors) -> Gate
     misses = []
     for metric, limit in floors.model_dump().items():
         value = metrics.get(metric)
-        within = value is not None and (value >= limit if HIGHER_IS_BETTER[metric] else value <= limit)
+        within = value is not None and (value >= limit if metric in HIGHER_IS_BETTER else value <= limit)
         if not within:
-            bound = "below" if HIGHER_IS_BETTER[metric] else "above"
+            bound = "below" if metric in HIGHER_IS_BETTER else "above"
             misses.append(f"{metric} {_fmt(value)} is {bound} its limit {limit:g}")
     return GateCheck(
         name="floors",
@@ -52,22 +53,26 @@ def check_comparison(comparison: Comparison, policy: GatePolicy, champion: int |
     """Non-inferiority and improvement on the primary metric, paired over held-out entities."""
     if champion is None:
         return GateCheck(name="champion", passed=True, summary="no production version yet: the floors alone decide")
-    result = comparison.overall[policy.primary_metric]
+    result = comparison.overall.metrics.get(policy.primary_metric)
+    gain = result.improvement if result else None
     problems = []
-    if result.lower is None or result.lower <= -policy.margin:
-        problems.append(f"the lower bound {_fmt(result.lower)} is not above -{policy.margin:g}")
-    if result.improvement is None or result.improvement < policy.min_improvement:
-        problems.append(f"the improvement {_fmt(result.improvement)} is below {policy.min_improvement:g}")
+    if gain is None:
+        problems.append("it cannot be computed on these rows")
+    else:
+        if gain.lower is None or gain.lower <= -policy.margin:
+            problems.append(f"the lower bound {_fmt(gain.lower)} is not above -{policy.margin:g}")
+        if gain.value < policy.min_improvement:
+            problems.append(f"the improvement {_fmt(gain.value)} is below {policy.min_improvement:g}")
     figures: dict[str, Figure] = {
         "metric": policy.primary_metric,
-        "champion": result.champion,
-        "challenger": result.challenger,
-        "improvement": result.improvement,
-        "lower": result.lower,
-        "upper": result.upper,
+        "champion": result.champion.value if result and result.champion else None,
+        "challenger": result.challenger.value if result else None,
+        "improvement": gain.value if gain else None,
+        "lower": gain.lower if gain else None,
+        "upper": gain.upper if gain else None,
     }
-    if comparison.delong is not None:
-        figures |= {"delong_z": comparison.delong.z, "delong_p": comparison.delong.p_value}
+    if delong := comparison.overall.delong:
+        figures |= {"delong_z": delong.z, "delong_p": delong.p_value}
     verdict = "; ".join(problems) if problems else "non-inferior and improved"
     return GateCheck(
         name="champion",
@@ -83,10 +88,11 @@ def check_slices(comparison: Comparison, policy: GatePolicy, champion: int | Non
         why = "no production version yet" if champion is None else "the dataset names no slice_by column"
         return GateCheck(name="slices", passed=True, summary=f"not compared: {why}")
     regressed, figures = [], {}
-    for value, metrics in sorted(comparison.slices.items()):
-        result = metrics[policy.primary_metric]
-        figures[f"{value} lower"] = result.lower
-        if result.lower is not None and result.lower <= -policy.slice_margin:
+    for value, group in comparison.slices.items():
+        result = group.metrics.get(policy.primary_metric)
+        lower = result.improvement.lower if result and result.improvement else None
+        figures[f"{value} lower"] = lower
+        if lower is not None and lower <= -policy.slice_margin:
             regressed.append(f"{value} {_interval(result)}")
     summary = (
         f"regressed beyond -{policy.slice_margin:g}: {', '.join(regressed)}"
@@ -125,8 +131,12 @@ def check_parity_evidence(manifest: dict[str, Any]) -> GateCheck:
     )
 
 
+def _batch_ms(latency: Latency) -> float:
+    return 256_000 / latency.rows_per_s_batch_256
+
+
 def check_latency(challenger: Latency, champion: Latency | None, budget: LatencyBudget) -> GateCheck:
-    """Batch-1 p99 and batch-256 throughput within budget, and not much worse than the champion's."""
+    """Batch-1 p99 and batch-256 throughput within budget, and not much slower than the champion (beyond noise)."""
     problems = []
     if challenger.p99_ms_batch_1 > budget.p99_ms_batch_1:
         problems.append(f"batch-1 p99 {challenger.p99_ms_batch_1:.2f} ms is over {budget.p99_ms_batch_1:g} ms")
@@ -136,10 +146,16 @@ def check_latency(challenger: Latency, champion: Latency | None, budget: Latency
             f"{budget.rows_per_s_batch_256:,.0f}"
         )
     if champion is not None:
-        if challenger.p99_ms_batch_1 > budget.max_slowdown * champion.p99_ms_batch_1:
-            problems.append(f"batch-1 p99 is over {budget.max_slowdown:g}× the champion's {champion.p99_ms_batch_1:.2f} ms")
-        if challenger.rows_per_s_batch_256 * budget.max_slowdown < champion.rows_per_s_batch_256:
-            problems.append(f"throughput is under 1/{budget.max_slowdown:g} of the champion's")
+        if challenger.p99_ms_batch_1 > budget.max_slowdown * champion.p99_ms_batch_1 + budget.slack_ms:
+            problems.append(
+                f"batch-1 p99 {challenger.p99_ms_batch_1:.2f} ms is over {budget.max_slowdown:g}× the champion's "
+                f"{champion.p99_ms_batch_1:.2f} ms"
+            )
+        if _batch_ms(challenger) > budget.max_slowdown * _batch_ms(champion) + budget.slack_ms:
+            problems.append(
+                f"a batch of 256 takes {_batch_ms(challenger):.2f} ms, over {budget.max_slowdown:g}× the champion's "
+                f"{_batch_ms(champion):.2f} ms"
+            )
     figures: dict[str, Figure] = {f"challenger {k}": v for k, v in challenger.model_dump().items()}
     if champion is not None:
         figures |= {f"champion {k}": v for k, v in champion.model_dump().items()}

@@ -94,7 +94,7 @@ def judge(contest: Contest, spec: DatasetSpec, snapshot: Snapshot, policy: GateP
     if contest.champion:
         latency["champion"] = measure_latency(contest.champion, rows, budget.threads, budget.calls)
     champion = contest.champion.version if contest.champion else None
-    challenger_metrics = {metric: result.challenger for metric, result in comparison.overall.items()}
+    challenger_metrics = {m: r.challenger.value if r else None for m, r in comparison.overall.metrics.items()}
     checks = [
         check_floors(challenger_metrics, policy.floors),
         check_comparison(comparison, policy, champion),

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from conveyor.gate.checks import GateCheck
 from conveyor.gate.scoring import Latency
-from conveyor.gate.statistics import Comparison
+from conveyor.gate.statistics import Comparison, MetricComparison
 from conveyor.io.files import write_text_atomically
 
 VERDICT_FILE = "gate.json"
@@ -55,20 +55,28 @@ def _number(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
+def _metric_row(label: str, result: MetricComparison | None) -> str:
+    if result is None:
+        return f"| {label} | – | – | – | not computable |"
+    gain = result.improvement
+    champion = result.champion.value if result.champion else None
+    interval = f"[{_number(gain.lower)}, {_number(gain.upper)}]" if gain else "–"
+    return (
+        f"| {label} | {_number(champion)} | {_number(result.challenger.value)} | "
+        f"{_number(gain.value if gain else None)} | {interval} |"
+    )
+
+
 def verdict_markdown(verdict: GateVerdict, evidence_sha256: str) -> str:
     """The verdict for people: checks, the paired comparison with intervals, slices and latency."""
     outcome = "passed" if verdict.passed else f"refused ({', '.join(verdict.failed_checks)})"
     against = f"production v{verdict.champion}" if verdict.champion else "no champion (first version)"
     checks = "\n".join(f"| {c.name} | {'pass' if c.passed else '**FAIL**'} | {c.summary} |" for c in verdict.checks)
-    metrics = "\n".join(
-        f"| {m} | {_number(r.champion)} | {_number(r.challenger)} | {_number(r.improvement)} | "
-        f"[{_number(r.lower)}, {_number(r.upper)}] |"
-        for m, r in verdict.comparison.overall.items()
-    )
+    metrics = "\n".join(_metric_row(metric, result) for metric, result in verdict.comparison.overall.metrics.items())
     slices = "\n".join(
-        f"| {value} | {metric} | {_number(r.champion)} | {_number(r.challenger)} | [{_number(r.lower)}, {_number(r.upper)}] |"
-        for value, results in sorted(verdict.comparison.slices.items())
-        for metric, r in results.items()
+        _metric_row(f"{value}: {metric}", result)
+        for value, group in verdict.comparison.slices.items()
+        for metric, result in group.metrics.items()
         if metric == "roc_auc"
     )
     latency = "\n".join(
@@ -83,7 +91,7 @@ def verdict_markdown(verdict: GateVerdict, evidence_sha256: str) -> str:
         f"## Metrics (improvement: positive is better; interval: paired bootstrap over entities)\n\n"
         f"| metric | champion | challenger | improvement | 95 % interval |\n|---|---|---|---|---|\n{metrics}\n\n"
         + (
-            f"## Slices (ROC AUC)\n\n| slice | metric | champion | challenger | improvement interval |\n"
+            f"## Slices\n\n| slice: metric | champion | challenger | improvement | 95 % interval |\n"
             f"|---|---|---|---|---|\n{slices}\n\n"
             if slices
             else ""

@@ -1,0 +1,155 @@
+"""The promote flow moves staging to a challenger only when it beats production on the same rows, and says why not."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from prefect.client.schemas.objects import State
+
+from conveyor.blocks import ConveyorStores
+from conveyor.export.onnx import expected_column
+from conveyor.flows.promote import promote
+from conveyor.gate.policy import GatePolicy, LatencyBudget
+from conveyor.gate.verdict import VERDICT_FILE
+from conveyor.registry.aliases import move_alias, read_aliases, read_audit
+from conveyor.registry.store import RegisteredVersion
+from tests.fixtures.models import ENCODING, StagedCandidate, register_candidate
+from tests.fixtures.server import flow_run_artifacts, wait_for_event
+
+FAST_GATE = GatePolicy(resamples=300, latency=LatencyBudget(calls=50))
+
+
+@pytest.fixture
+def model_name() -> str:
+    """A model of this test's own in the session's model store."""
+    return f"gate-{uuid.uuid4().hex[:8]}"
+
+
+def _register(staged: StagedCandidate, stores: ConveyorStores, name: str) -> RegisteredVersion:
+    return register_candidate(staged, stores.model_path, name, f"run-{uuid.uuid4().hex[:6]}")
+
+
+def _in_production(stores: ConveyorStores, version: RegisteredVersion) -> None:
+    move_alias(stores.model_path, version.name, "production", version.version, None, via="deliver", reason="test")
+
+
+def _gate(name: str, version: int, policy: GatePolicy = FAST_GATE, **options: Any) -> State[Any]:
+    state: State[Any] = promote(model_name=name, version=version, policy=policy, return_state=True, **options)
+    return state
+
+
+def _artifact(state: State[Any], key: str) -> str:
+    return str(flow_run_artifacts(str(state.state_details.flow_run_id))[key]["data"])
+
+
+def test_the_first_version_passes_on_floors_alone_and_reaches_staging(
+    stores: ConveyorStores, candidate: StagedCandidate, model_name: str
+) -> None:
+    first = _register(candidate, stores, model_name)
+    state = _gate(model_name, first.version)
+    assert state.is_completed(), state.message
+    assert read_aliases(stores.model_path, model_name) == {"staging": first.version}
+    (move,) = read_audit(stores.model_path, model_name)
+    verdict = (Path(first.path) / VERDICT_FILE).read_text()
+    assert move.via == "promote" and move.evidence_sha256 and verdict
+    assert "no production version yet: the floors alone decide" in _artifact(state, "gate-verdict")
+    wait_for_event("conveyor.model.promoted", f"conveyor.model.{model_name}.v{first.version}")
+
+
+def test_a_better_challenger_reaches_staging_with_its_interval_reported(
+    stores: ConveyorStores, candidate: StagedCandidate, weak_candidate: StagedCandidate, model_name: str
+) -> None:
+    _in_production(stores, _register(weak_candidate, stores, model_name))
+    better = _register(candidate, stores, model_name)
+    state = _gate(model_name, better.version)
+    assert state.is_completed(), state.message
+    assert read_aliases(stores.model_path, model_name)["staging"] == better.version
+    report = _artifact(state, "gate-verdict")
+    assert "roc_auc improvement over v1" in report and "non-inferior and improved" in report
+    assert "| roc_auc |" in report and "## Slices" in report
+
+
+def test_a_worse_challenger_is_refused_naming_the_check_and_nothing_moves(
+    stores: ConveyorStores, candidate: StagedCandidate, weak_candidate: StagedCandidate, model_name: str
+) -> None:
+    _in_production(stores, _register(candidate, stores, model_name))
+    worse = _register(weak_candidate, stores, model_name)
+    state = _gate(model_name, worse.version)
+    assert state.is_failed()
+    assert f"{model_name} v{worse.version} did not pass the gate to staging (" in str(state.message)
+    assert "champion: roc_auc improvement over v1" in str(state.message)
+    assert "staging" not in read_aliases(stores.model_path, model_name)
+    assert [m.alias for m in read_audit(stores.model_path, model_name)] == ["production"]
+    event = wait_for_event("conveyor.model.rejected", f"conveyor.model.{model_name}.v{worse.version}")
+    assert "champion" in event["payload"]["failed_checks"]
+
+
+def test_a_challenger_over_the_latency_budget_is_refused(
+    stores: ConveyorStores, candidate: StagedCandidate, model_name: str
+) -> None:
+    version = _register(candidate, stores, model_name)
+    strict = FAST_GATE.model_copy(update={"latency": LatencyBudget(calls=50, p99_ms_batch_1=0.000001)})
+    state = _gate(model_name, version.version, strict)
+    assert state.is_failed() and "latency: batch-1 p99" in str(state.message)
+    assert read_aliases(stores.model_path, model_name) == {}
+    assert "| latency | **FAIL** |" in _artifact(state, "gate-verdict")
+
+
+def test_a_challenger_without_parity_evidence_is_refused(
+    stores: ConveyorStores, candidate: StagedCandidate, model_name: str
+) -> None:
+    made = candidate.candidate
+    unproven = made.model_copy(update={"parity": made.parity.model_copy(update={"sets": {}})})
+    version = _register(StagedCandidate(unproven, candidate.bundles), stores, model_name)
+    state = _gate(model_name, version.version)
+    assert state.is_failed() and "parity: the version records no ONNX parity evidence" in str(state.message)
+    assert read_aliases(stores.model_path, model_name) == {}
+
+
+def test_a_challenger_that_misses_its_known_outputs_is_refused(
+    stores: ConveyorStores, candidate: StagedCandidate, model_name: str, tmp_path: Path
+) -> None:
+    made = candidate.candidate
+    known = pd.read_parquet(made.parity.known_inputs)
+    known[expected_column(ENCODING)] = known[expected_column(ENCODING)] * 0.5
+    drifted = tmp_path / "known.parquet"
+    known.to_parquet(drifted, index=False)
+    parity = made.parity.model_copy(update={"known_inputs": str(drifted)})
+    version = _register(StagedCandidate(made.model_copy(update={"parity": parity}), candidate.bundles), stores, model_name)
+    state = _gate(model_name, version.version)
+    assert state.is_failed() and "known inputs: " in str(state.message)
+    assert read_aliases(stores.model_path, model_name) == {}
+
+
+def test_two_gates_at_once_leave_one_alias_state_and_a_complete_log(
+    stores: ConveyorStores, candidate: StagedCandidate, model_name: str, recompute: None
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    versions = [_register(candidate, stores, model_name).version for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        states = list(pool.map(lambda v: _gate(model_name, v), versions))
+    completed = [v for v, s in zip(versions, states, strict=True) if s.is_completed()]
+    refused = [s for s in states if s.is_failed()]
+    assert len(completed) == 1 and len(refused) == 1, [s.message for s in states]
+    assert "another move came first" in str(refused[0].message)
+    assert read_aliases(stores.model_path, model_name) == {"staging": completed[0]}
+    assert [(m.sequence, m.to_version) for m in read_audit(stores.model_path, model_name)] == [(1, completed[0])]
+
+
+@pytest.mark.parametrize(
+    ("version", "target", "problem"),
+    [(99, "staging", "has no version 99"), (1, "production", "production moves through the deliver flow"),
+     (1, "v2", "looks like a version number")],
+)  # fmt: skip
+def test_bad_requests_fail_in_one_sentence_and_move_nothing(
+    stores: ConveyorStores, candidate: StagedCandidate, model_name: str, version: int, target: str, problem: str
+) -> None:
+    _register(candidate, stores, model_name)
+    state = _gate(model_name, version, target=target)
+    assert state.is_failed() and problem in str(state.message)
+    assert read_aliases(stores.model_path, model_name) == {} and read_audit(stores.model_path, model_name) == []
