@@ -121,7 +121,7 @@ def registry_promote(
         version,
         expected,
         via="force" if force else "user",
-        reason=reason or "promoted by hand",
+        reason=reason or ("" if force else "promoted by hand"),  # a forced move states its own reason
         forced=force,
     )
     if move is None:
