@@ -119,7 +119,9 @@ def test_a_challenger_that_misses_its_known_outputs_is_refused(
     drifted = tmp_path / "known.parquet"
     known.to_parquet(drifted, index=False)
     parity = made.parity.model_copy(update={"known_inputs": str(drifted)})
-    version = _register(StagedCandidate(made.model_copy(update={"parity": parity}), candidate.bundles), stores, model_name)
+    version = _register(
+        StagedCandidate(made.model_copy(update={"parity": parity}), candidate.bundles), stores, model_name
+    )
     state = _gate(model_name, version.version)
     assert state.is_failed() and "known inputs: " in str(state.message)
     assert read_aliases(stores.model_path, model_name) == {}

@@ -133,11 +133,11 @@ def test_a_version_with_a_tampered_file_is_never_pointed_at(store: Path, two_ver
     onnx_file = Path(two_versions[1].onnx_path)
     registered = onnx_file.read_bytes()
     onnx_file.write_bytes(registered + b"\0")
-    with pytest.raises(DamagedVersionError, match="candidate v2 is damaged: model.onnx does not hold the bytes"):
+    with pytest.raises(DamagedVersionError, match=r"candidate v2 is damaged: model\.onnx does not hold the bytes"):
         move_alias(store, NAME, "dev", 2, None, via="user", reason="try")
     onnx_file.write_bytes(registered)
     (Path(two_versions[1].path) / "weights.pt").unlink()
-    with pytest.raises(DamagedVersionError, match="weights.pt is missing"):
+    with pytest.raises(DamagedVersionError, match=r"weights\.pt is missing"):
         resolve_reference(store, f"{NAME}:2")
     assert read_audit(store, NAME) == []
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from conveyor.registry.store import (
     MANIFEST,
     STAGING,
     DamagedVersionError,
-    RegisteredVersion,
     find_edge_bundle,
     list_versions,
     read_versions,
@@ -26,7 +24,6 @@ from conveyor.registry.store import (
 from tests.fixtures.disk import DiskLog
 from tests.fixtures.models import CANDIDATE_NAME, FAST_TRAINING, StagedCandidate
 from tests.registry.conftest import Register
-
 
 
 def test_versions_count_up_from_one(register: Register, store: Path, recompute: None) -> None:

@@ -129,7 +129,11 @@ def registry_promote(
         return
     was = f"v{move.from_version}" if move.from_version is not None else "nothing"
     forced = " (forced)" if force else ""
-    show(move.model_dump(mode="json"), as_json, f"{name}@{to}: {was} → v{version}{forced}, logged as move {move.sequence}.")
+    show(
+        move.model_dump(mode="json"),
+        as_json,
+        f"{name}@{to}: {was} → v{version}{forced}, logged as move {move.sequence}.",
+    )
 
 
 @registry_app.command("rollback")
@@ -168,7 +172,9 @@ def registry_audit(name: ModelName, as_json: JsonFlag = False) -> None:
 
 def _flat(prefix: str, value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in _flat(f"{prefix}.{key}" if prefix else key, item).items()}
+        return {
+            k: v for key, item in value.items() for k, v in _flat(f"{prefix}.{key}" if prefix else key, item).items()
+        }
     return {prefix: value}
 
 
@@ -183,12 +189,12 @@ def registry_diff(first: Reference, second: Reference, as_json: JsonFlag = False
     sections = ("family", "dataset", "data", "params", "metrics", "onnx", "files")
     manifests = [read_manifest(Path(v.path)) for v in (left, right)]
     flat = [_flat("", {key: m.get(key) for key in sections}) for m in manifests]
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"field": key, "first": flat[0].get(key), "second": flat[1].get(key)}
         for key in sorted(set(flat[0]) | set(flat[1]))
         if flat[0].get(key) != flat[1].get(key)
     ]
-    width = max((len(r["field"]) for r in rows), default=5)
+    width = max((len(str(r["field"])) for r in rows), default=5)
     header = f"{'field':<{width}}  {left.name} v{left.version}  |  {right.name} v{right.version}"
     lines = [header] + [f"{r['field']:<{width}}  {r['first']}  |  {r['second']}" for r in rows]
     show(rows, as_json, "\n".join(lines) if rows else "The two versions record the same data, params and metrics.")

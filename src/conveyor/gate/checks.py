@@ -115,7 +115,9 @@ def check_known_inputs(rows: int, max_error: float, atol: float) -> GateCheck:
 
 def check_parity_evidence(manifest: dict[str, Any]) -> GateCheck:
     """The version's ONNX parity evidence is recorded and passed on every row set."""
-    recorded = manifest.get("onnx", {}).get("parity", {}).get("sets") if isinstance(manifest.get("onnx"), dict) else None
+    recorded = (
+        manifest.get("onnx", {}).get("parity", {}).get("sets") if isinstance(manifest.get("onnx"), dict) else None
+    )
     if not isinstance(recorded, dict) or not recorded:
         return GateCheck(name="parity", passed=False, summary="the version records no ONNX parity evidence")
     try:
@@ -148,12 +150,12 @@ def check_latency(challenger: Latency, champion: Latency | None, budget: Latency
     if champion is not None:
         if challenger.p99_ms_batch_1 > budget.max_slowdown * champion.p99_ms_batch_1 + budget.slack_ms:
             problems.append(
-                f"batch-1 p99 {challenger.p99_ms_batch_1:.2f} ms is over {budget.max_slowdown:g}× the champion's "
+                f"batch-1 p99 {challenger.p99_ms_batch_1:.2f} ms is over {budget.max_slowdown:g}x the champion's "
                 f"{champion.p99_ms_batch_1:.2f} ms"
             )
         if _batch_ms(challenger) > budget.max_slowdown * _batch_ms(champion) + budget.slack_ms:
             problems.append(
-                f"a batch of 256 takes {_batch_ms(challenger):.2f} ms, over {budget.max_slowdown:g}× the champion's "
+                f"a batch of 256 takes {_batch_ms(challenger):.2f} ms, over {budget.max_slowdown:g}x the champion's "
                 f"{_batch_ms(champion):.2f} ms"
             )
     figures: dict[str, Figure] = {f"challenger {k}": v for k, v in challenger.model_dump().items()}

@@ -56,7 +56,9 @@ def find_contest(model_store: Path, name: str, version: int, target: str) -> Con
     """The challenger (its files verified), production's version as champion, and what the target names now."""
     check_alias_name(target)
     if target == CHAMPION_ALIAS:
-        raise AliasError(f"{CHAMPION_ALIAS} moves through the deliver flow; the gate promotes to staging or another alias.")
+        raise AliasError(
+            f"{CHAMPION_ALIAS} moves through the deliver flow; the gate promotes to staging or another alias."
+        )
     versions = version_dirs(model_store, name)
     if version not in versions:
         known = ", ".join(f"v{n}" for n in versions) or "none"
@@ -136,7 +138,9 @@ def act_on_verdict(model_store: Path, contest: Contest, verdict: GateVerdict, ev
     if not verdict.passed:
         emit_model_rejected(name, version, verdict.target, verdict.failed_checks, evidence)
         failed = "; ".join(f"{c.name}: {c.summary}" for c in verdict.checks if not c.passed)
-        raise GateRejectedError(f"{name} v{version} did not pass the gate to {verdict.target} ({failed}); nothing moved.")
+        raise GateRejectedError(
+            f"{name} v{version} did not pass the gate to {verdict.target} ({failed}); nothing moved."
+        )
     against = f"v{verdict.champion}" if verdict.champion else "no champion"
     move = move_alias(
         model_store,

@@ -52,15 +52,15 @@ def keep_verdict(model_root: Path, verdict: GateVerdict) -> str:
 
 
 def _number(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4f}"
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _metric_row(label: str, result: MetricComparison | None) -> str:
     if result is None:
-        return f"| {label} | – | – | – | not computable |"
+        return f"| {label} | - | - | - | not computable |"
     gain = result.improvement
     champion = result.champion.value if result.champion else None
-    interval = f"[{_number(gain.lower)}, {_number(gain.upper)}]" if gain else "–"
+    interval = f"[{_number(gain.lower)}, {_number(gain.upper)}]" if gain else "-"
     return (
         f"| {label} | {_number(champion)} | {_number(result.challenger.value)} | "
         f"{_number(gain.value if gain else None)} | {interval} |"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import json
 import logging
 import os
 import re
@@ -22,9 +21,9 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from conveyor.events import emit_alias_moved
-from conveyor.io.files import fsync_file, make_folders, write_text_atomically
+from conveyor.io.files import make_folders, write_text_atomically
 from conveyor.registry.lock import registry_lock
-from conveyor.registry.store import RegisteredVersion, version_dirs, verify_version
+from conveyor.registry.store import RegisteredVersion, verify_version, version_dirs
 
 ALIASES_FILE = "aliases.json"
 AUDIT_FILE = "audit.jsonl"
@@ -154,9 +153,7 @@ def _check_authority(alias: str, via: str, forced: bool, reason: str) -> None:
         raise AliasError(f"A forced move of {alias} needs a reason (--reason); nothing moved.")
     owner = PROTECTED.get(alias)
     if owner and not forced and via not in (owner, "rollback"):
-        raise AliasError(
-            f"{alias} is protected: it moves only through the {owner} flow, or with --force and a reason."
-        )
+        raise AliasError(f"{alias} is protected: it moves only through the {owner} flow, or with --force and a reason.")
 
 
 def move_alias(
