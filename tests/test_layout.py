@@ -17,9 +17,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("conveyor.io", "conveyor.blocks", "conveyor.events", "conveyor.environment"),
     ("conveyor.cache",),
     ("conveyor.data", "conveyor.registry.store"),
-    ("conveyor.validation", "conveyor.models"),
+    ("conveyor.validation", "conveyor.models", "conveyor.gate.statistics"),
     ("conveyor.export",),
     ("conveyor.registry",),
+    ("conveyor.gate",),
     ("conveyor.flows", "conveyor.stack"),
     ("conveyor.cli", "conveyor.__main__"),
 ]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conveyor.data.snapshots import Snapshot
+from conveyor.gate.statistics import METRICS, point_metrics
 from conveyor.models.evaluation import compute_metrics, evaluate_model
 from conveyor.models.training import TrainedModel
 from tests.fixtures.models import FAST_TRAINING
@@ -35,3 +36,11 @@ def test_metrics_of_a_perfect_and_a_coin_flip_model() -> None:
 def test_one_class_holdout_is_explained() -> None:
     with pytest.raises(ValueError, match="one label"):
         compute_metrics(np.zeros(10), np.full(10, 0.1))
+
+
+def test_recorded_metrics_are_the_gates() -> None:
+    rng = np.random.default_rng(0)
+    labels = (rng.random(500) < 0.3).astype(float)
+    probabilities = np.clip(0.3 * labels + 0.7 * rng.random(500), 0, 1).astype(np.float32)
+    recorded = compute_metrics(labels, probabilities)
+    assert recorded.model_dump(include=set(METRICS)) == point_metrics(labels, probabilities)

@@ -12,15 +12,14 @@ from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
 from conveyor.cache import Content, cached_task, task_output_dir
 from conveyor.data.snapshots import Snapshot, read_snapshot, split_holdout
+from conveyor.gate.statistics import CALIBRATION_BINS, point_metrics
 from conveyor.models.mlp import load_weights, predict
 from conveyor.models.training import TrainedModel
 from conveyor.schema.spec import FeatureEncoding
-
-_CALIBRATION_BINS = 10
 
 
 class Metrics(BaseModel):
@@ -46,19 +45,8 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray) -> Metrics:
     """Discrimination and calibration of probabilities against 0/1 labels."""
     if len(np.unique(labels)) < 2:
         raise ValueError("The held-out machines all share one label; ROC AUC is undefined. Land more machines.")
-    bins = np.minimum((probabilities * _CALIBRATION_BINS).astype(int), _CALIBRATION_BINS - 1)
-    calibration_error = sum(
-        abs(labels[bins == b].mean() - probabilities[bins == b].mean()) * (bins == b).mean() for b in np.unique(bins)
-    )
-    return Metrics(
-        roc_auc=float(roc_auc_score(labels, probabilities)),
-        pr_auc=float(average_precision_score(labels, probabilities)),
-        log_loss=float(log_loss(labels, probabilities, labels=[0, 1])),
-        brier=float(brier_score_loss(labels, probabilities)),
-        calibration_error=float(calibration_error),
-        holdout_rows=len(labels),
-        positive_rate=float(labels.mean()),
-    )
+    # The promotion gate's definitions, so its numbers equal the ones recorded here.
+    return Metrics(**point_metrics(labels, probabilities), holdout_rows=len(labels), positive_rate=float(labels.mean()))
 
 
 def plot_evaluation(labels: np.ndarray, probabilities: np.ndarray, metrics: Metrics, path: Path) -> Path:
@@ -71,7 +59,7 @@ def plot_evaluation(labels: np.ndarray, probabilities: np.ndarray, metrics: Metr
     roc_ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
     roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC on held-out machines")
     roc_ax.legend(loc="lower right")
-    observed, predicted = calibration_curve(labels, probabilities, n_bins=_CALIBRATION_BINS)
+    observed, predicted = calibration_curve(labels, probabilities, n_bins=CALIBRATION_BINS)
     cal_ax.plot(predicted, observed, marker="o", label=f"ECE {metrics.calibration_error:.3f}")
     cal_ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
     cal_ax.set(xlabel="predicted failure probability", ylabel="observed failure rate", title="Calibration")

@@ -13,12 +13,12 @@ from pydantic import BaseModel, Field
 
 from conveyor.cache import Descriptive, cached_task
 from conveyor.data.snapshots import Snapshot, read_snapshot, split_holdout
+from conveyor.gate.statistics import HIGHER_IS_BETTER
 from conveyor.models.boosting import BoostingParams, fit_booster, predict_booster
 from conveyor.models.evaluation import Metrics, compute_metrics
 from conveyor.schema.spec import FeatureEncoding
 
 TuningMetric = Literal["roc_auc", "pr_auc", "log_loss", "brier", "calibration_error"]
-_HIGHER_IS_BETTER = {"roc_auc", "pr_auc"}
 
 
 class SearchSpace(BaseModel):
@@ -68,7 +68,7 @@ def run_trial(snapshot: Snapshot, encoding: FeatureEncoding, params: BoostingPar
 
 def best_trial(trials: list[Trial], metric: TuningMetric) -> int:
     """Index of the best trial by the metric (the first of equals)."""
-    sign = -1.0 if metric in _HIGHER_IS_BETTER else 1.0
+    sign = -1.0 if metric in HIGHER_IS_BETTER else 1.0
     return min(range(len(trials)), key=lambda i: sign * getattr(trials[i].metrics, metric))
 
 
