@@ -122,5 +122,5 @@ def test_unknown_deployment_is_one_clear_sentence(stack_up: dict[str, object]) -
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "Error: No deployment is named 'nope/missing'; deployed: "
-        "edge-check/default, refit/default, refit/gpu, tune/default, validate/default."
+        "edge-check/default, promote/default, refit/default, refit/gpu, tune/default, validate/default."
     )

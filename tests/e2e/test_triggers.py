@@ -20,6 +20,7 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from conveyor.blocks import ConveyorStores
 from conveyor.data.synthetic import generate_telemetry, write_partition
 from conveyor.io.files import sha256_file
+from conveyor.registry.aliases import read_audit
 from conveyor.registry.store import list_versions
 from conveyor.settings import ConveyorSettings
 from conveyor.stack import local as stack
@@ -91,6 +92,16 @@ def test_a_landed_partition_starts_validate_then_refit_on_its_hash(
     assert refits[0].start_time and validated[0].end_time and refits[0].start_time >= validated[0].end_time
     made = [v for v in list_versions(stores.model_path) if v.flow_run_id == str(refits[0].id)]
     assert [v.data_sha256 for v in made] == [digest]
+    # Its conveyor.model.registered event starts the gate, which moves staging to it (no production yet: floors).
+    (version,) = made
+    gated = wait_for(
+        "the promote run of its version",
+        lambda: finished([r for r in runs_of("promote/default") if str(r.parameters.get("version")) == str(version.version)]),
+        timeout_s=300,
+    )
+    assert [r.state_type for r in gated] == [StateType.COMPLETED], gated[0].state
+    staged = [m for m in read_audit(stores.model_path, version.name) if m.alias == "staging"]
+    assert (staged[-1].to_version, staged[-1].via) == (version.version, "promote")
 
 
 def test_ten_partitions_at_once_start_ten_validations_and_one_refit(
