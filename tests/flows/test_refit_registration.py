@@ -77,7 +77,7 @@ def test_two_refits_of_one_candidate_take_turns_and_register_it_once(
 
 def test_two_candidates_registered_at_once_get_distinct_versions(candidate: StagedCandidate, tmp_path: Path) -> None:
     first = candidate.candidate
-    second = first.model_copy(update={"params": first.params.model_copy(update={"epochs": first.params.epochs + 1})})
+    second = first.model_copy(update={"params": first.params.model_copy(update={"seed": first.params.seed + 1})})
     registered = _register_side_by_side(tmp_path, {"first": first, "second": second})
 
     assert sorted(v.version for v in registered.values()) == [1, 2]

@@ -16,9 +16,8 @@ from conveyor.data.quarantine import report_key
 from conveyor.data.snapshots import Snapshot, snapshot_key
 from conveyor.data.synthetic import generate_telemetry, write_partition
 from conveyor.flows.validate import validate
-from conveyor.stack import local as stack
 from tests.fixtures.object_store import ObjectStore
-from tests.fixtures.server import SETTINGS
+from tests.fixtures.server import SETTINGS, flow_run_logs
 
 DAY = dt.date(2026, 5, 9)
 
@@ -52,12 +51,6 @@ def _validated(partition: Path) -> State:
     return state
 
 
-def _logged(flow_run_id: str) -> str:
-    stack.flush_prefect_clients()
-    body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}}
-    return "\n".join(log["message"] for log in httpx.post(f"{SETTINGS.api_url}/logs/filter", json=body).json())
-
-
 def test_a_valid_batch_and_its_report_are_kept_in_the_bucket_and_a_rerun_hits_the_cache(
     landed: Path, object_store: ObjectStore
 ) -> None:
@@ -76,8 +69,8 @@ def test_a_valid_batch_and_its_report_are_kept_in_the_bucket_and_a_rerun_hits_th
 def test_the_object_store_secret_never_reaches_the_logs_or_the_api(landed: Path, object_store: ObjectStore) -> None:
     state = _validated(landed)
     secret = object_store.credentials.secret_access_key.get_secret_value()
-    assert "Validation report kept at s3://" in _logged(str(state.state_details.flow_run_id))
-    assert secret not in _logged(str(state.state_details.flow_run_id))
+    assert "Validation report kept at s3://" in flow_run_logs(str(state.state_details.flow_run_id))
+    assert secret not in flow_run_logs(str(state.state_details.flow_run_id))
     documents = httpx.post(f"{SETTINGS.api_url}/block_documents/filter", json={"include_secrets": False}).json()
     registered = next(d["data"] for d in documents if d["name"] == DEFAULT_BLOCK_NAME)
     assert registered["data_store_credentials"]["access_key_id"] == object_store.credentials.access_key_id

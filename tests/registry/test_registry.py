@@ -19,6 +19,7 @@ from conveyor.registry.store import (
     DamagedVersionError,
     find_edge_bundle,
     list_versions,
+    read_version,
     read_versions,
 )
 from tests.fixtures.disk import DiskLog
@@ -52,6 +53,8 @@ def test_manifest_records_data_params_metrics_edge_and_file_hashes(register: Reg
     folder = Path(version.path)
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["data"]["sha256"] == snapshot.sha256 == version.data_sha256
+    assert manifest["family"] == version.family == "torch"
+    assert manifest["onnx"]["sha256"] == version.onnx_sha256 == sha256_file(Path(version.onnx_path))
     assert manifest["params"] == FAST_TRAINING.model_dump()
     assert manifest["metrics"]["roc_auc"] == version.metrics["roc_auc"]
     assert manifest["environment"]["torch"] == torch.__version__
@@ -139,3 +142,13 @@ def test_a_manifest_that_lacks_what_a_version_records_is_damaged_too(
     with caplog.at_level(logging.WARNING, logger="conveyor.registry"):
         assert list_versions(store) == []
     assert f"{folder} is damaged: manifest.json field metrics: Field required." in caplog.text
+
+
+def test_a_manifest_written_before_versions_recorded_their_family_reads_as_torch(register: Register) -> None:
+    version = register("run-a")
+    folder = Path(version.path)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    del manifest["family"]
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    assert read_version(folder) == version
+    assert version.family == "torch"

@@ -43,7 +43,8 @@ def train_command(
     """Train and evaluate on a data file as a flow run (DDP or xgboost.dask across Dask workers when asked)."""
     from typing import get_args
 
-    from conveyor.flows.train import ModelFamily, train
+    from conveyor.export.families import ModelFamily
+    from conveyor.flows.train import train
     from conveyor.models.boosting import BoostingParams
     from conveyor.models.cluster import ClusterSpec
     from conveyor.models.training import TrainingParams

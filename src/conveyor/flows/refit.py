@@ -12,9 +12,11 @@ from conveyor.blocks import ConveyorStores
 from conveyor.cache.report import reporting_cache_use
 from conveyor.data.snapshots import find_newest_partition
 from conveyor.export.edge import EdgeTarget
+from conveyor.export.families import ModelFamily, build_model
 from conveyor.export.onnx import ParityThresholds
 from conveyor.flows.validate import validate
 from conveyor.io.files import FolderName
+from conveyor.models.boosting import BoostingParams
 from conveyor.models.cluster import ClusterSpec
 from conveyor.models.training import TrainingParams
 from conveyor.registry.candidate import build_candidate
@@ -23,6 +25,7 @@ from conveyor.registry.store import RegisteredVersion
 from conveyor.schema.catalog import find_spec
 
 DEFAULT_TRAINING = TrainingParams()
+DEFAULT_BOOSTING = BoostingParams()
 DEFAULT_CLUSTER = ClusterSpec()
 DEFAULT_PARITY = ParityThresholds()
 DEFAULT_EDGE_TARGETS = [EdgeTarget()]
@@ -38,16 +41,20 @@ def refit(
     snapshot: str | None = Field(
         None, description="SHA-256 of a snapshot in the data store (e.g. from a validation event); overrides both."
     ),
-    training: TrainingParams = Field(DEFAULT_TRAINING, description="Model and optimizer settings."),
+    family: ModelFamily = Field(
+        "torch", description="Model family to train and register: the torch MLP, or XGBoost's boosted trees."
+    ),
+    training: TrainingParams = Field(DEFAULT_TRAINING, description="Model and optimizer settings (torch)."),
+    boosting: BoostingParams = Field(DEFAULT_BOOSTING, description="Tree settings (xgboost)."),
     cluster: ClusterSpec = Field(
         DEFAULT_CLUSTER, description="Train in-process (1 worker), on a local Dask cluster, or on one by address."
     ),
     model_name: FolderName | None = Field(
         None, description="Registry name of the model; empty: the dataset's (failure-predictor for telemetry)."
     ),
-    parity: ParityThresholds = Field(DEFAULT_PARITY, description="How closely ONNX Runtime must reproduce PyTorch."),
+    parity: ParityThresholds = Field(DEFAULT_PARITY, description="How closely ONNX Runtime must reproduce the model."),
     edge_targets: list[EdgeTarget] = Field(
-        DEFAULT_EDGE_TARGETS, description="Devices to build a bundle for, and their accuracy limits."
+        DEFAULT_EDGE_TARGETS, description="Devices to build a bundle for, and their accuracy limits (torch only)."
     ),
     force_recompute: bool = Field(False, description="Recompute every task instead of reusing cached results."),
     dataset: str | None = Field(
@@ -71,9 +78,13 @@ def refit(
             dataset=spec.name,
         )
         production = find_newest_partition(stores.landing_path, spec)
-        candidate = build_candidate(data, spec, training, cluster, model_name, parity, edge_targets, production)
+        metadata = {"model_name": model_name, "data_sha256": data.sha256}
+        built = build_model(data, spec, family, training, boosting, cluster, parity, production, metadata)
+        candidate = build_candidate(data, built, edge_targets)
+        # Bundles only for the targets the candidate has variants for: none when its family has no edge variants.
+        bundle_targets = [] if candidate.edge_skipped else edge_targets
         registered = register_candidate(
-            stores.model_path, model_name, candidate, edge_targets, str(flow_run.id or "local")
+            stores.model_path, model_name, candidate, bundle_targets, str(flow_run.id or "local")
         )
         publish_model_report(registered, candidate)
         return registered

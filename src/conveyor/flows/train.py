@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from prefect import flow
 from pydantic import BaseModel, Field
@@ -11,20 +10,16 @@ from pydantic import BaseModel, Field
 from conveyor.blocks import ConveyorStores
 from conveyor.cache.outputs import copy_outputs
 from conveyor.cache.report import reporting_cache_use
-from conveyor.data.snapshots import Snapshot, find_newest_partition
-from conveyor.export.onnx import ParityThresholds, check_onnx_parity, export_onnx
-from conveyor.export.xgboost import check_xgboost_parity, export_xgboost
-from conveyor.flows.refit import DEFAULT_CLUSTER, DEFAULT_PARITY, DEFAULT_TRAINING
+from conveyor.data.snapshots import find_newest_partition
+from conveyor.export.families import ModelFamily, build_model
+from conveyor.export.onnx import ParityThresholds
+from conveyor.flows.refit import DEFAULT_BOOSTING, DEFAULT_CLUSTER, DEFAULT_PARITY, DEFAULT_TRAINING
 from conveyor.flows.validate import validate
-from conveyor.models.boosting import BoostingParams, evaluate_xgboost, train_xgboost
+from conveyor.models.boosting import BoostingParams
 from conveyor.models.cluster import ClusterSpec
-from conveyor.models.evaluation import Metrics, evaluate_model
-from conveyor.models.training import TrainingParams, train_model
+from conveyor.models.evaluation import Metrics
+from conveyor.models.training import TrainingParams
 from conveyor.schema.catalog import find_spec
-from conveyor.schema.spec import DatasetSpec
-
-ModelFamily = Literal["torch", "xgboost"]
-DEFAULT_BOOSTING = BoostingParams()
 
 
 class TrainingRun(BaseModel):
@@ -65,58 +60,18 @@ def train(
         batch = validate(
             file=data, snapshot=snapshot, announce=False, force_recompute=force_recompute, dataset=spec.name
         )
-        if family == "xgboost":
-            return _train_xgboost(batch, spec, boosting, cluster, parity, production, out)
-        return _train_torch(batch, spec, training, cluster, parity, production, out)
-
-
-def _train_xgboost(
-    snapshot: Snapshot,
-    spec: DatasetSpec,
-    boosting: BoostingParams,
-    cluster: ClusterSpec,
-    parity: ParityThresholds,
-    production: Path | None,
-    out: str | None,
-) -> TrainingRun:
-    boosted = train_xgboost(snapshot, spec, boosting, cluster)
-    scored = evaluate_xgboost(boosted, snapshot, boosting.holdout_fraction)
-    exported = export_xgboost(boosted, {"data_sha256": snapshot.sha256})
-    check_xgboost_parity(exported, boosted, snapshot, boosting.holdout_fraction, parity, production)
-    kept = copy_outputs([boosted.model_path, scored.plot_path], Path(out))[0] if out else boosted.model_path
-    return TrainingRun(
-        family="xgboost",
-        weights_path=kept,
-        weights_sha256=boosted.model_sha256,
-        world_size=boosted.world_size,
-        resumed_from_epoch=None,
-        train_wall_s=boosted.wall_s,
-        metrics=scored.metrics,
-        onnx_path=exported.path,
-    )
-
-
-def _train_torch(
-    snapshot: Snapshot,
-    spec: DatasetSpec,
-    training: TrainingParams,
-    cluster: ClusterSpec,
-    parity: ParityThresholds,
-    production: Path | None,
-    out: str | None,
-) -> TrainingRun:
-    model = train_model(snapshot, spec, training, cluster)
-    evaluation = evaluate_model(model, snapshot, training.holdout_fraction)
-    exported = export_onnx(model, {"data_sha256": snapshot.sha256})
-    check_onnx_parity(exported, model, snapshot, training.holdout_fraction, parity, production)
-    weights = copy_outputs([model.weights_path, evaluation.plot_path], Path(out))[0] if out else model.weights_path
-    return TrainingRun(
-        family="torch",
-        weights_path=weights,
-        weights_sha256=model.weights_sha256,
-        world_size=model.world_size,
-        resumed_from_epoch=model.resumed_from_epoch,
-        train_wall_s=model.wall_s,
-        metrics=evaluation.metrics,
-        onnx_path=exported.path,
-    )
+        built = build_model(
+            batch, spec, family, training, boosting, cluster, parity, production, {"data_sha256": batch.sha256}
+        )
+        model = built.model
+        kept = copy_outputs([model.model_path, built.evaluation.plot_path], Path(out))[0] if out else model.model_path
+        return TrainingRun(
+            family=family,
+            weights_path=kept,
+            weights_sha256=model.model_sha256,
+            world_size=model.world_size,
+            resumed_from_epoch=model.resumed_from_epoch,
+            train_wall_s=model.wall_s,
+            metrics=built.evaluation.metrics,
+            onnx_path=built.exported.path,
+        )

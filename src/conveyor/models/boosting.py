@@ -81,6 +81,11 @@ class BoostedModel(BaseModel):
     world_size: int = Field(description="Dask workers that trained it; 1 is in-process.")
     wall_s: Annotated[float, Descriptive]
 
+    @property
+    def resumed_from_epoch(self) -> None:
+        """Boosting never resumes from a checkpoint (the torch model's TrainedModel may)."""
+        return None
+
 
 def boosting_features(frame: pd.DataFrame, encoding: FeatureEncoding) -> np.ndarray:
     """The torch model's inputs as one float32 matrix: the numeric features, then each category's code."""

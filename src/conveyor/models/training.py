@@ -34,6 +34,7 @@ from conveyor.models.mlp import TabularMLP, save_weights
 from conveyor.schema.spec import DatasetSpec, FeatureEncoding
 
 CHECKPOINTS = "checkpoints"
+WEIGHTS_FILE = "weights.pt"
 _CHECKPOINT = re.compile(r"^epoch-(\d+)\.json$")
 _POLL_S = 0.5
 # How long a rank waits for its peers; a dead peer usually breaks the connection at once, this bounds the rest.
@@ -72,6 +73,17 @@ class TrainedModel(BaseModel):
         description="Checkpoint the last attempt started from, if any."
     )
     wall_s: Annotated[float, Descriptive]
+
+    # The names XGBoost's BoostedModel uses: code that handles either family reads the model file through them.
+    @property
+    def model_path(self) -> str:
+        """The weights file."""
+        return self.weights_path
+
+    @property
+    def model_sha256(self) -> str:
+        """SHA-256 of the weights file."""
+        return self.weights_sha256
 
 
 class _Logits(nn.Module):
@@ -292,7 +304,7 @@ def train_model(
     progress.report()
     model = TabularMLP(params.hidden_units, encoding)
     model.load_state_dict({name: torch.from_numpy(array) for name, array in result["weights"].items()})
-    weights = workdir / "weights.pt"
+    weights = workdir / WEIGHTS_FILE
     write_atomically(weights, lambda tmp: save_weights(model, tmp))
     return TrainedModel(
         weights_path=str(weights),

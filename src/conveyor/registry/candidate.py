@@ -2,56 +2,32 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from pydantic import BaseModel
+from prefect import get_run_logger
+from pydantic import Field
 
 from conveyor.data.snapshots import Snapshot
 from conveyor.export.edge import EdgeAccuracy, EdgeTarget, check_edge_accuracy, quantize_for_edge
-from conveyor.export.onnx import OnnxModel, ParityReport, ParityThresholds, check_onnx_parity, export_onnx
-from conveyor.models.cluster import ClusterSpec
-from conveyor.models.evaluation import Evaluation, evaluate_model
-from conveyor.models.training import TrainedModel, TrainingParams, train_model
-from conveyor.schema.spec import DatasetSpec
+from conveyor.export.families import FAMILIES, BuiltModel
+from conveyor.export.onnx import OnnxModel
 
 
-class Candidate(BaseModel):
+class Candidate(BuiltModel):
     """Everything a run made that goes into a version (bundles, which carry the version number, come apart)."""
 
     snapshot: Snapshot
-    params: TrainingParams
-    model: TrainedModel
-    evaluation: Evaluation
-    exported: OnnxModel
-    parity: ParityReport
     edge: list[tuple[OnnxModel, EdgeAccuracy]]
+    edge_skipped: str | None = Field(None, description="Why the candidate has no edge variants, if it has none.")
 
 
-def build_candidate(
-    data: Snapshot,
-    spec: DatasetSpec,
-    training: TrainingParams,
-    cluster: ClusterSpec | None,
-    model_name: str,
-    parity: ParityThresholds,
-    edge_targets: list[EdgeTarget],
-    production: Path | None,
-) -> Candidate:
-    """Train, evaluate on held-out machines, export to ONNX, check parity, quantize and check each edge target."""
-    model = train_model(data, spec, training, cluster)
-    evaluation = evaluate_model(model, data, training.holdout_fraction)
-    exported = export_onnx(model, {"model_name": model_name, "data_sha256": data.sha256})
-    checked = check_onnx_parity(exported, model, data, training.holdout_fraction, parity, production)
+def build_candidate(data: Snapshot, built: BuiltModel, edge_targets: list[EdgeTarget]) -> Candidate:
+    """A model of either family with its edge variants: quantized and accuracy-checked per target, if it can be."""
+    skipped = FAMILIES[built.family].why_no_edge
     variants = []
-    for target in edge_targets:
-        variant = quantize_for_edge(exported, target)
-        variants.append((variant, check_edge_accuracy(exported, variant, data, training.holdout_fraction, target)))
-    return Candidate(
-        snapshot=data,
-        params=training,
-        model=model,
-        evaluation=evaluation,
-        exported=exported,
-        parity=checked,
-        edge=variants,
-    )
+    if skipped:
+        get_run_logger().warning("No edge bundles for this %s model: %s.", built.family, skipped)
+    else:
+        holdout = built.params.holdout_fraction
+        for target in edge_targets:
+            variant = quantize_for_edge(built.exported, target)
+            variants.append((variant, check_edge_accuracy(built.exported, variant, data, holdout, target)))
+    return Candidate(**dict(built), snapshot=data, edge=variants, edge_skipped=skipped)

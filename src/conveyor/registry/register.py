@@ -17,6 +17,7 @@ from conveyor.cache import Content, Location, cached_task, uncached_task
 from conveyor.environment import lock_sha256, package_versions
 from conveyor.events import emit_model_registered
 from conveyor.export.edge import EdgeBundle, EdgeTarget, build_edge_bundle
+from conveyor.export.families import FAMILIES
 from conveyor.export.onnx import KNOWN_INPUTS_FILE
 from conveyor.io.files import rename_durably, sha256_file, write_text_atomically
 from conveyor.registry.aliases import move_alias, read_aliases
@@ -33,7 +34,7 @@ from conveyor.registry.store import (
     read_version,
 )
 
-_RECORDED_PACKAGES = ("prefect", "torch", "onnx", "onnxruntime", "pandas", "pandera", "numpy")
+_RECORDED_PACKAGES = ("prefect", "torch", "xgboost", "onnx", "onnxmltools", "onnxruntime", "pandas", "pandera", "numpy")
 
 
 class StagedVersion(BaseModel):
@@ -82,18 +83,21 @@ def _report(name: str, version: int, candidate: Candidate, plot: str = "") -> st
     )
     picture = f"\n![ROC and calibration]({plot})\n" if plot else ""
     source = Path(candidate.snapshot.source).name
+    variants = (
+        f"None: {candidate.edge_skipped}.\n"
+        if candidate.edge_skipped
+        else f"| target | ROC AUC | vs fp32 | decisions flipped | size vs fp32 |\n|---|---|---|---|---|\n{edge}\n"
+    )
     return (
-        f"# {name} v{version}\n\nTrained on snapshot `{candidate.snapshot.sha256}` ({source}).\n\n"
-        f"| metric | value |\n|---|---|\n{rows}\n{picture}\n"
-        f"## Edge variants\n\n| target | ROC AUC | vs fp32 | decisions flipped | size vs fp32 |\n"
-        f"|---|---|---|---|---|\n{edge}\n"
+        f"# {name} v{version}\n\nModel family {candidate.family}, trained on snapshot `{candidate.snapshot.sha256}` "
+        f"({source}).\n\n| metric | value |\n|---|---|\n{rows}\n{picture}\n## Edge variants\n\n{variants}"
     )
 
 
 def _assemble(staging: Path, candidate: Candidate, bundles: list[EdgeBundle]) -> None:
     """Copy what the candidate's tasks made (each in its own cached output folder) into the version's layout."""
     files = {
-        "weights.pt": candidate.model.weights_path,
+        FAMILIES[candidate.family].model_file: candidate.model.model_path,
         "evaluation.png": candidate.evaluation.plot_path,
         "model.onnx": candidate.exported.path,
         KNOWN_INPUTS_FILE: candidate.parity.known_inputs,
@@ -143,9 +147,10 @@ def register_model_version(
         "version": staged.version,
         "flow_run_id": run_id,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        "family": candidate.family,
         "data": candidate.snapshot.model_dump(),
         "params": candidate.params.model_dump(),
-        "training": candidate.model.model_dump(exclude={"weights_path"}),
+        "training": candidate.model.model_dump(exclude={"weights_path", "model_path"}),
         "metrics": candidate.evaluation.metrics.model_dump(),
         "onnx": {
             "sha256": candidate.exported.sha256,

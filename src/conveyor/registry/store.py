@@ -36,7 +36,9 @@ class RegisteredVersion(BaseModel):
     name: str
     version: int
     path: Annotated[str, Content] = Field(description="Folder of the version in the model store.")
+    family: str = Field(description="Model family: torch (the MLP) or xgboost (boosted trees).")
     onnx_path: str
+    onnx_sha256: str = Field(description="SHA-256 of the ONNX file, as registered.")
     edge_bundles: dict[str, str] = Field(description="Tarball of each edge target's bundle.")
     data_sha256: str
     flow_run_id: str | None
@@ -64,13 +66,22 @@ class _DataRecord(BaseModel):
     sha256: str
 
 
+class _OnnxRecord(BaseModel):
+    """The version's ONNX file, as its manifest records it."""
+
+    sha256: str
+
+
 class _ManifestSummary(BaseModel):
     """What the read side needs of a manifest; anything missing or mistyped makes the version damaged."""
 
     name: str
     version: int
     flow_run_id: str | None = None
+    # Manifests written before versions recorded their family are all of the torch model.
+    family: str = "torch"
     data: _DataRecord
+    onnx: _OnnxRecord
     metrics: dict[str, float | int]
     edge: dict[str, Any] = Field(default_factory=dict)
 
@@ -98,7 +109,9 @@ def read_version(folder: Path) -> RegisteredVersion:
         name=manifest.name,
         version=manifest.version,
         path=str(folder),
+        family=manifest.family,
         onnx_path=str(folder / "model.onnx"),
+        onnx_sha256=manifest.onnx.sha256,
         edge_bundles={t: str(folder / EDGE_FOLDER / f"{t}.tar.gz") for t in manifest.edge},
         data_sha256=manifest.data.sha256,
         flow_run_id=manifest.flow_run_id,
