@@ -10,7 +10,8 @@ read the resource labels and payload keys below, e.g. ``{{ event.resource["conve
 | conveyor.validation.passed | validate    | conveyor.snapshot.<sha256>       | conveyor.snapshot.sha256, .source;   |
 |                            |             |                                  | conveyor.dataset; rows               |
 | conveyor.validation.failed | validate    | conveyor.snapshot.<sha256>       | as passed; summary, failed_checks    |
-| conveyor.model.registered  | refit       | conveyor.model.<name>.v<version> | conveyor.model.name; version,        |
+| conveyor.model.registered  | refit       | conveyor.model.<name>.v<version> | conveyor.model.name,                 |
+|                            |             |                                  | conveyor.dataset; version,           |
 |                            |             |                                  | data_sha256, metrics                 |
 | conveyor.model.promoted    | any alias   | conveyor.model.<name>.v<version> | conveyor.model.name, .alias; the     |
 |                            | move [2]    |                                  | audit line (alias, from_version,     |
@@ -73,11 +74,11 @@ def emit_validation(passed: bool, sha256: str, source: str, dataset: str, payloa
     )
 
 
-def emit_model_registered(name: str, version: int, data_sha256: str, metrics: dict[str, Any]) -> None:
+def emit_model_registered(name: str, version: int, dataset: str, data_sha256: str, metrics: dict[str, Any]) -> None:
     """A new model version was registered."""
     emit_event(
         MODEL_REGISTERED,
-        resource=_model_resource(name, version),
+        resource=_model_resource(name, version, **{"conveyor.dataset": dataset}),
         payload={"version": version, "data_sha256": data_sha256, "metrics": metrics},
     )
 

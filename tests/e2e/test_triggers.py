@@ -96,7 +96,9 @@ def test_a_landed_partition_starts_validate_then_refit_on_its_hash(
     (version,) = made
     gated = wait_for(
         "the promote run of its version",
-        lambda: finished([r for r in runs_of("promote/default") if str(r.parameters.get("version")) == str(version.version)]),
+        lambda: finished(
+            [r for r in runs_of("promote/default") if str(r.parameters.get("version")) == str(version.version)]
+        ),
         timeout_s=300,
     )
     assert [r.state_type for r in gated] == [StateType.COMPLETED], gated[0].state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,23 @@ def test_a_worse_challenger_is_refused_naming_the_check_and_nothing_moves(
     assert [m.alias for m in read_audit(stores.model_path, model_name)] == ["production"]
     event = wait_for_event("conveyor.model.rejected", f"conveyor.model.{model_name}.v{worse.version}")
     assert "champion" in event["payload"]["failed_checks"]
+
+
+def test_models_of_either_family_are_compared_on_the_same_rows(
+    stores: ConveyorStores, candidate: StagedCandidate, xgboost_candidate: StagedCandidate, model_name: str
+) -> None:
+    _in_production(stores, _register(candidate, stores, model_name))
+    trees = _register(xgboost_candidate, stores, model_name)
+    state = _gate(model_name, trees.version)
+    verdict = json.loads((Path(trees.path) / VERDICT_FILE).read_text())
+    assert verdict["families"] == {"challenger": "xgboost", "champion": "torch"}
+    overall = verdict["comparison"]["overall"]
+    assert overall["rows"] == verdict["rows"] > 0 and overall["delong"] is not None  # paired: one set of rows
+    gain = overall["metrics"]["roc_auc"]["improvement"]["value"]
+    roc = overall["metrics"]["roc_auc"]
+    assert gain == pytest.approx(roc["challenger"]["value"] - roc["champion"]["value"])
+    staged = read_aliases(stores.model_path, model_name).get("staging")
+    assert (staged == trees.version) == state.is_completed()
 
 
 def test_a_challenger_over_the_latency_budget_is_refused(

@@ -95,4 +95,6 @@ def test_parity_evidence_must_be_recorded_and_passed() -> None:
     flipped = {**passed, "decision_flips": 2}
     assert "failed on held-out" in check_parity_evidence({"onnx": {"parity": {"sets": {"held-out": flipped}}}}).summary
     assert "records no ONNX parity" in check_parity_evidence({"onnx": {}}).summary
-    assert "cannot be read" in check_parity_evidence({"onnx": {"parity": {"sets": {"held-out": {"rows": "x"}}}}}).summary
+    assert (
+        "cannot be read" in check_parity_evidence({"onnx": {"parity": {"sets": {"held-out": {"rows": "x"}}}}}).summary
+    )

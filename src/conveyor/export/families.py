@@ -32,6 +32,7 @@ class BuiltModel(BaseModel):
     """A model of either family: trained, evaluated on held-out entities, exported to ONNX, its parity checked."""
 
     family: ModelFamily
+    dataset: str = Field(description="The dataset spec it was trained on, by name.")
     params: TrainingParams | BoostingParams = Field(description="The family's training settings.")
     model: TrainedModel | BoostedModel = Field(description="The trainer's record: model file, rows, loss, ranks.")
     evaluation: Evaluation
@@ -71,7 +72,13 @@ class Family(Generic[ParamsT, ModelT]):
         exported = self.export(model, metadata)
         checked = self.check_parity(exported, model, data, params.holdout_fraction, parity, production)
         return BuiltModel(
-            family=family, params=params, model=model, evaluation=evaluation, exported=exported, parity=checked
+            family=family,
+            dataset=spec.name,
+            params=params,
+            model=model,
+            evaluation=evaluation,
+            exported=exported,
+            parity=checked,
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from pydantic import Field
 
@@ -83,6 +83,8 @@ def refit(
         candidate = build_candidate(data, built, edge_targets)
         # Bundles only for the targets the candidate has variants for: none when its family has no edge variants.
         bundle_targets = [] if candidate.edge_skipped else edge_targets
+        if candidate.edge_skipped:
+            get_run_logger().warning("No edge bundles for this %s model: %s.", family, candidate.edge_skipped)
         registered = register_candidate(
             stores.model_path, model_name, candidate, bundle_targets, str(flow_run.id or "local")
         )

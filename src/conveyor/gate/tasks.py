@@ -115,6 +115,8 @@ def judge(contest: Contest, spec: DatasetSpec, snapshot: Snapshot, policy: GateP
         comparison=comparison,
         latency=latency,
         rows=len(rows),
+        families={"challenger": contest.challenger.family}
+        | ({"champion": contest.champion.family} if contest.champion else {}),
     )
 
 

@@ -30,6 +30,7 @@ class GateVerdict(BaseModel):
     comparison: Comparison
     latency: dict[str, Latency] = Field(description="By role: challenger, and champion when there is one.")
     rows: int = Field(description="Held-out rows both versions were scored on.")
+    families: dict[str, str] = Field(description="By role: the model family (torch, xgboost) of each version.")
 
     @property
     def passed(self) -> bool:
@@ -70,7 +71,12 @@ def _metric_row(label: str, result: MetricComparison | None) -> str:
 def verdict_markdown(verdict: GateVerdict, evidence_sha256: str) -> str:
     """The verdict for people: checks, the paired comparison with intervals, slices and latency."""
     outcome = "passed" if verdict.passed else f"refused ({', '.join(verdict.failed_checks)})"
-    against = f"production v{verdict.champion}" if verdict.champion else "no champion (first version)"
+    families = verdict.families
+    against = (
+        f"production v{verdict.champion} ({families.get('champion')})"
+        if verdict.champion
+        else "no champion (first version)"
+    )
     checks = "\n".join(f"| {c.name} | {'pass' if c.passed else '**FAIL**'} | {c.summary} |" for c in verdict.checks)
     metrics = "\n".join(_metric_row(metric, result) for metric, result in verdict.comparison.overall.metrics.items())
     slices = "\n".join(
@@ -84,7 +90,7 @@ def verdict_markdown(verdict: GateVerdict, evidence_sha256: str) -> str:
         for role, t in verdict.latency.items()
     )
     return (
-        f"# Gate: {verdict.model} v{verdict.challenger} → {verdict.target}: {outcome}\n\n"
+        f"# Gate: {verdict.model} v{verdict.challenger} ({families['challenger']}) → {verdict.target}: {outcome}\n\n"
         f"Compared with {against} on {verdict.rows:,} held-out rows of the challenger's snapshot, both scored by "
         f"ONNX Runtime from their registered files. Evidence `{evidence_sha256}`.\n\n"
         f"| check | result | why |\n|---|---|---|\n{checks}\n\n"

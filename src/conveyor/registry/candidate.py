@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from prefect import get_run_logger
 from pydantic import Field
 
 from conveyor.data.snapshots import Snapshot
@@ -23,9 +22,7 @@ def build_candidate(data: Snapshot, built: BuiltModel, edge_targets: list[EdgeTa
     """A model of either family with its edge variants: quantized and accuracy-checked per target, if it can be."""
     skipped = FAMILIES[built.family].why_no_edge
     variants = []
-    if skipped:
-        get_run_logger().warning("No edge bundles for this %s model: %s.", built.family, skipped)
-    else:
+    if not skipped:
         holdout = built.params.holdout_fraction
         for target in edge_targets:
             variant = quantize_for_edge(built.exported, target)

@@ -148,6 +148,7 @@ def register_model_version(
         "flow_run_id": run_id,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "family": candidate.family,
+        "dataset": candidate.dataset,
         "data": candidate.snapshot.model_dump(),
         "params": candidate.params.model_dump(),
         "training": candidate.model.model_dump(exclude={"weights_path", "model_path"}),
@@ -169,7 +170,7 @@ def register_model_version(
     rename_durably(staging, folder)  # every file on disk before the version's name is
     registered = read_version(folder)
     get_run_logger().info("Registered %s v%d at %s", staged.name, staged.version, registered.path)
-    emit_model_registered(staged.name, staged.version, candidate.snapshot.sha256, registered.metrics)
+    emit_model_registered(staged.name, staged.version, candidate.dataset, candidate.snapshot.sha256, registered.metrics)
     return registered
 
 
