@@ -22,6 +22,7 @@ from conveyor.export.onnx import ParityThresholds, onnx_model, onnx_predict, onn
 from conveyor.flows.refit import refit
 from conveyor.io.files import sha256_file
 from conveyor.models.boosting import BOOSTER_FILE, load_booster, predict_booster
+from conveyor.registry.aliases import read_aliases, read_audit
 from conveyor.registry.store import EDGE_FOLDER, MANIFEST, RegisteredVersion, list_versions
 from tests.fixtures.models import FAST_BOOSTING, FAST_TRAINING
 from tests.fixtures.server import flow_run_logs
@@ -55,6 +56,9 @@ def test_refit_registers_a_good_model_with_its_data_hash(landed_partition: Path,
     }
     assert Path(version.edge_bundles["gateway"]).is_file()
     assert version in _versions(stores)
+    # dev follows every registration, and the move is in the audit log.
+    assert read_aliases(stores.model_path, version.name)["dev"] == version.version
+    assert read_audit(stores.model_path, version.name)[-1].via == "refit"
 
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
