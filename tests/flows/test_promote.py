@@ -12,7 +12,7 @@ import pytest
 from prefect.client.schemas.objects import State
 
 from conveyor.blocks import ConveyorStores
-from conveyor.export.onnx import expected_column
+from conveyor.export.onnx import ParityReport, expected_column
 from conveyor.flows.promote import promote
 from conveyor.gate.policy import GatePolicy, LatencyBudget
 from conveyor.gate.verdict import VERDICT_FILE
@@ -43,6 +43,15 @@ def _gate(name: str, version: int, policy: GatePolicy = FAST_GATE, **options: An
     return state
 
 
+def _contest(
+    stores: ConveyorStores, name: str, champion: StagedCandidate, challenger: StagedCandidate
+) -> tuple[RegisteredVersion, State[Any]]:
+    """Register the champion and put it in production, then register the challenger and gate it."""
+    _in_production(stores, _register(champion, stores, name))
+    version = _register(challenger, stores, name)
+    return version, _gate(name, version.version)
+
+
 def _artifact(state: State[Any], key: str) -> str:
     return str(flow_run_artifacts(str(state.state_details.flow_run_id))[key]["data"])
 
@@ -64,9 +73,7 @@ def test_the_first_version_passes_on_floors_alone_and_reaches_staging(
 def test_a_better_challenger_reaches_staging_with_its_interval_reported(
     stores: ConveyorStores, candidate: StagedCandidate, weak_candidate: StagedCandidate, model_name: str
 ) -> None:
-    _in_production(stores, _register(weak_candidate, stores, model_name))
-    better = _register(candidate, stores, model_name)
-    state = _gate(model_name, better.version)
+    better, state = _contest(stores, model_name, weak_candidate, candidate)
     assert state.is_completed(), state.message
     assert read_aliases(stores.model_path, model_name)["staging"] == better.version
     report = _artifact(state, "gate-verdict")
@@ -77,9 +84,7 @@ def test_a_better_challenger_reaches_staging_with_its_interval_reported(
 def test_a_worse_challenger_is_refused_naming_the_check_and_nothing_moves(
     stores: ConveyorStores, candidate: StagedCandidate, weak_candidate: StagedCandidate, model_name: str
 ) -> None:
-    _in_production(stores, _register(candidate, stores, model_name))
-    worse = _register(weak_candidate, stores, model_name)
-    state = _gate(model_name, worse.version)
+    worse, state = _contest(stores, model_name, candidate, weak_candidate)
     assert state.is_failed()
     assert f"{model_name} v{worse.version} did not pass the gate to staging (" in str(state.message)
     assert "champion: roc_auc improvement over v1" in str(state.message)
@@ -92,9 +97,7 @@ def test_a_worse_challenger_is_refused_naming_the_check_and_nothing_moves(
 def test_models_of_either_family_are_compared_on_the_same_rows(
     stores: ConveyorStores, candidate: StagedCandidate, xgboost_candidate: StagedCandidate, model_name: str
 ) -> None:
-    _in_production(stores, _register(candidate, stores, model_name))
-    trees = _register(xgboost_candidate, stores, model_name)
-    state = _gate(model_name, trees.version)
+    trees, state = _contest(stores, model_name, candidate, xgboost_candidate)
     verdict = json.loads((Path(trees.path) / VERDICT_FILE).read_text())
     assert verdict["families"] == {"challenger": "xgboost", "champion": "torch"}
     overall = verdict["comparison"]["overall"]
@@ -117,32 +120,34 @@ def test_a_challenger_over_the_latency_budget_is_refused(
     assert "| latency | **FAIL** |" in _artifact(state, "gate-verdict")
 
 
+def _refused_with_parity(
+    stores: ConveyorStores, candidate: StagedCandidate, name: str, parity: ParityReport, problem: str
+) -> None:
+    """Register the candidate with other parity evidence; the gate must refuse it naming the problem, moving nothing."""
+    doctored = candidate.candidate.model_copy(update={"parity": parity})
+    version = _register(StagedCandidate(doctored, candidate.bundles), stores, name)
+    state = _gate(name, version.version)
+    assert state.is_failed() and problem in str(state.message)
+    assert read_aliases(stores.model_path, name) == {}
+
+
 def test_a_challenger_without_parity_evidence_is_refused(
     stores: ConveyorStores, candidate: StagedCandidate, model_name: str
 ) -> None:
-    made = candidate.candidate
-    unproven = made.model_copy(update={"parity": made.parity.model_copy(update={"sets": {}})})
-    version = _register(StagedCandidate(unproven, candidate.bundles), stores, model_name)
-    state = _gate(model_name, version.version)
-    assert state.is_failed() and "parity: the version records no ONNX parity evidence" in str(state.message)
-    assert read_aliases(stores.model_path, model_name) == {}
+    unproven = candidate.candidate.parity.model_copy(update={"sets": {}})
+    _refused_with_parity(stores, candidate, model_name, unproven, "parity: the version records no ONNX parity evidence")
 
 
 def test_a_challenger_that_misses_its_known_outputs_is_refused(
     stores: ConveyorStores, candidate: StagedCandidate, model_name: str, tmp_path: Path
 ) -> None:
-    made = candidate.candidate
-    known = pd.read_parquet(made.parity.known_inputs)
+    parity = candidate.candidate.parity
+    known = pd.read_parquet(parity.known_inputs)
     known[expected_column(ENCODING)] = known[expected_column(ENCODING)] * 0.5
     drifted = tmp_path / "known.parquet"
     known.to_parquet(drifted, index=False)
-    parity = made.parity.model_copy(update={"known_inputs": str(drifted)})
-    version = _register(
-        StagedCandidate(made.model_copy(update={"parity": parity}), candidate.bundles), stores, model_name
-    )
-    state = _gate(model_name, version.version)
-    assert state.is_failed() and "known inputs: " in str(state.message)
-    assert read_aliases(stores.model_path, model_name) == {}
+    moved = parity.model_copy(update={"known_inputs": str(drifted)})
+    _refused_with_parity(stores, candidate, model_name, moved, "known inputs: ")
 
 
 def test_two_gates_at_once_leave_one_alias_state_and_a_complete_log(
