@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("conveyor.schema", "conveyor.settings"),
     ("conveyor.io", "conveyor.blocks", "conveyor.events", "conveyor.environment"),
     ("conveyor.cache",),
-    ("conveyor.data", "conveyor.registry.store"),
+    ("conveyor.data", "conveyor.registry.store", "conveyor.registry.storage"),
     ("conveyor.validation", "conveyor.models", "conveyor.gate.statistics"),
     ("conveyor.export",),
     ("conveyor.registry",),

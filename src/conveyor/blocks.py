@@ -23,7 +23,7 @@ KEY_BYTES = 32
 
 
 class S3Credentials(Block):
-    """Credentials of an S3-compatible object store (AWS S3, MinIO, Ceph, R2) for an ``s3://`` data store."""
+    """Credentials of an S3-compatible object store (AWS S3, MinIO, Ceph, R2): an ``s3://`` data or model store."""
 
     _block_type_name = "Conveyor S3 Credentials"
     _block_type_slug = "conveyor-s3-credentials"
@@ -51,7 +51,9 @@ class ConveyorStores(Block):
     data_store: str = Field(
         description="Content-addressed dataset snapshots: a folder, or an fsspec URL such as s3://bucket/prefix."
     )
-    model_store: str = Field(description="Folder of registered model versions.")
+    model_store: str = Field(
+        description="Registered model versions: a folder, or an object store URL such as s3://bucket/prefix."
+    )
     # A default, so that blocks saved before quarantine existed still load.
     quarantine_dir: str = Field(
         default_factory=lambda: str(get_settings().default_quarantine_dir),
@@ -59,6 +61,9 @@ class ConveyorStores(Block):
     )
     data_store_credentials: S3Credentials | None = Field(
         None, description="Credentials of an s3:// data store; empty: the environment's (AWS_* variables, a role)."
+    )
+    model_store_credentials: S3Credentials | None = Field(
+        None, description="Credentials of an s3:// model store; empty: the environment's (AWS_* variables, a role)."
     )
 
     @classmethod
@@ -68,7 +73,7 @@ class ConveyorStores(Block):
         return cls(
             landing_dir=str(settings.default_landing_dir),
             data_store=str(settings.default_data_store),
-            model_store=str(settings.default_model_store),
+            model_store=settings.default_model_store,
             quarantine_dir=str(settings.default_quarantine_dir),
         )
 
@@ -89,7 +94,9 @@ class ConveyorStores(Block):
 
     @property
     def model_path(self) -> Path:
-        """The model store as a path."""
+        """A folder model store as a path (registry code takes ``ModelStore.of(stores)``, which also reads a URL)."""
+        if "://" in self.model_store:
+            raise ValueError(f"The model store {self.model_store} is not a folder.")
         return Path(self.model_store)
 
     @property

@@ -151,7 +151,11 @@ class StoreSettings(_Group):
         description="Content-addressed dataset snapshots: a folder or an fsspec URL (s3://bucket/prefix); "
         "default: <state dir>/data.",
     )
-    model_store: Folder | None = Field(None, description="Registered model versions; default: <state dir>/models.")
+    model_store: StoreUrl | None = Field(
+        None,
+        description="Registered model versions: a folder or an s3:// URL (s3://bucket/prefix); "
+        "default: <state dir>/models.",
+    )
     quarantine_dir: Folder | None = Field(
         None, description="Batches that failed validation, with their reports; default: <state dir>/quarantine."
     )
@@ -308,9 +312,9 @@ class ConveyorSettings(BaseSettings):
         return self.stores.data_store or str(self.state_dir / "data")
 
     @property
-    def default_model_store(self) -> Path:
+    def default_model_store(self) -> str:
         """Model store used when none is configured."""
-        return self.stores.model_store or self.state_dir / "models"
+        return self.stores.model_store or str(self.state_dir / "models")
 
     @property
     def default_quarantine_dir(self) -> Path:
@@ -324,7 +328,7 @@ class ConveyorSettings(BaseSettings):
 
     @property
     def store_copies_dir(self) -> Path:
-        """Local copies of snapshots kept in an object store (what this host reads), and reports on their way there."""
+        """Local copies of what this host reads from object stores (snapshots, model versions), and reports."""
         return self.task_cache_dir / "store-copies"
 
     def prefect_env(self) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from conveyor.registry.aliases import (
 from conveyor.registry.store import DamagedVersionError, RegisteredVersion
 from tests.fixtures.models import CANDIDATE_NAME as NAME
 from tests.fixtures.server import wait_for_event
+from tests.registry.conftest import race_for_alias
 
 Versions = tuple[RegisteredVersion, RegisteredVersion]
 
@@ -55,22 +55,7 @@ def test_moving_an_alias_to_the_version_it_names_moves_and_logs_nothing(store: P
 
 
 def test_of_two_moves_at_once_exactly_one_wins_and_the_log_matches(store: Path, two_versions: Versions) -> None:
-    outcomes: dict[int, str] = {}
-
-    def promote(version: int) -> None:
-        try:
-            move_alias(store, NAME, "candidate-a", version, None, via="user", reason=f"race to v{version}")
-            outcomes[version] = "won"
-        except AliasConflictError as error:
-            outcomes[version] = str(error)
-
-    racers = [threading.Thread(target=promote, args=(v,)) for v in (1, 2)]
-    for racer in racers:
-        racer.start()
-    for racer in racers:
-        racer.join()
-    (winner,) = [v for v, outcome in outcomes.items() if outcome == "won"]
-    (loser,) = [outcome for outcome in outcomes.values() if outcome != "won"]
+    winner, loser = race_for_alias(store, "candidate-a")
     assert f"names v{winner}, not no version as expected" in loser
     assert read_aliases(store, NAME) == {"candidate-a": winner}
     assert [(m.sequence, m.to_version) for m in read_audit(store, NAME)] == [(1, winner)]

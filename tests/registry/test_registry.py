@@ -44,7 +44,7 @@ def test_a_version_whose_cache_entry_is_gone_is_found_not_duplicated(
 ) -> None:
     first = register("run-a")
     staged = reserve_model_version(store, CANDIDATE_NAME, candidate.candidate, "run-b")
-    again = registry.register_model_version.fn(staged, candidate.candidate, candidate.bundles, "run-b")
+    again = registry.register_model_version.fn(store, staged, candidate.candidate, candidate.bundles, "run-b")
     assert again == first
 
 
@@ -89,7 +89,7 @@ def test_a_number_claimed_meanwhile_is_never_reused(
 
     first, second = reserve("run-a"), reserve("run-b")
     # A third run that looked before the others claimed their numbers must still get a fresh one.
-    monkeypatch.setattr(registry, "_highest_number", lambda _: 0)
+    monkeypatch.setattr(registry, "_highest_number", lambda *_: 0)
     third = reserve("run-c")
     assert (first.version, second.version, third.version) == (1, 2, 3)
     assert len({first.claim, second.claim, third.claim}) == 3

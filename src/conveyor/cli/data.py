@@ -61,6 +61,7 @@ def validate(
     from conveyor.data.snapshots import Snapshot
     from conveyor.data.store import DataStore
     from conveyor.io.files import sha256_file
+    from conveyor.registry.storage import ModelStore
     from conveyor.schema.catalog import find_spec
     from conveyor.validation.check import check_batch
     from conveyor.validation.reference import find_reference
@@ -78,7 +79,7 @@ def validate(
     # A check by hand is this host's business: its report replaces the last one of the same bytes, outside the store.
     folder = settings().cli_reports_dir / batch.sha256
     with tempfile.TemporaryDirectory(prefix="conveyor-data-docs-") as docs:
-        report = check_batch(batch, spec, find_reference(stores.model_path, data_store), Path(docs))
+        report = check_batch(batch, spec, find_reference(ModelStore.of(stores), data_store), Path(docs))
         report = write_report(report.model_copy(update={"data_docs": docs}), folder)
     outcome = {"passed": report.passed, "summary": report.summary(), "report": report.report_dir, **report.model_dump()}
     if not report.readable and not as_json:

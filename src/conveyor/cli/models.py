@@ -13,9 +13,10 @@ from conveyor.cli.console import CommandError, DatasetOption, JsonFlag, show
 def models(as_json: JsonFlag = False) -> None:
     """List the registered model versions and their held-out metrics, and name any damaged version."""
     from conveyor.blocks import ConveyorStores
+    from conveyor.registry.storage import ModelStore
     from conveyor.registry.store import read_versions
 
-    versions, damaged = read_versions(ConveyorStores.resolve().model_path)
+    versions, damaged = read_versions(ModelStore.of(ConveyorStores.resolve()))
     lines = [
         f"{v.name} v{v.version}  ROC AUC {v.metrics['roc_auc']:.3f}  data {v.data_sha256[:12]}  {v.onnx_path}"
         for v in versions

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from conveyor.cli.console import CommandError, JsonFlag, show
+
+if TYPE_CHECKING:
+    from conveyor.registry.storage import ModelStore
 
 registry_app = typer.Typer(help="Model versions, aliases (dev, staging, production), promotion and audit.")
 Reference = Annotated[str, typer.Argument(help="NAME (newest version), NAME@ALIAS or NAME:VERSION.")]
 ModelName = Annotated[str, typer.Argument(help="Registry name of the model, e.g. failure-predictor.")]
 
 
-def _model_store() -> Path:
+def _model_store() -> ModelStore:
     from conveyor.blocks import ConveyorStores
+    from conveyor.registry.storage import ModelStore
 
-    return ConveyorStores.resolve().model_path
+    return ModelStore.of(ConveyorStores.resolve())
 
 
-def _aliases_by_version(model_store: Path, name: str) -> dict[int, list[str]]:
+def _aliases_by_version(model_store: ModelStore, name: str) -> dict[int, list[str]]:
     from conveyor.registry.aliases import read_aliases
 
     named: dict[int, list[str]] = {}
@@ -63,8 +67,8 @@ def registry_show(reference: Reference, as_json: JsonFlag = False) -> None:
     store = _model_store()
     version = resolve_reference(store, reference)
     manifest = read_manifest(Path(version.path))
-    verdict_path = Path(version.path) / VERDICT_FILE
-    gate = json.loads(verdict_path.read_text()) if verdict_path.is_file() else None
+    verdict = store.read(f"{version.name}/v{version.version}/{VERDICT_FILE}")
+    gate = json.loads(verdict[0]) if verdict else None
     aliases = _aliases_by_version(store, version.name).get(version.version, [])
     shown = {**manifest, "aliases": aliases, "path": version.path, "gate": gate}
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in version.metrics.items() if isinstance(v, float))

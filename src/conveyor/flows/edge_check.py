@@ -8,6 +8,7 @@ from pydantic import Field, PositiveInt
 from conveyor.blocks import ConveyorStores
 from conveyor.export.edge import LatencyBudget, LatencyReport, measure_latency
 from conveyor.io.files import FolderName
+from conveyor.registry.storage import ModelStore
 from conveyor.registry.store import find_edge_bundle
 from conveyor.schema.catalog import find_spec
 
@@ -25,4 +26,4 @@ def edge_check(
     """Verify a version's edge bundle and measure p50/p95/p99 latency and throughput with the target's threads."""
     stores = ConveyorStores.resolve()
     name = model_name or find_spec(dataset).model_name
-    return measure_latency(find_edge_bundle(stores.model_path, name, version, target), budget)
+    return measure_latency(find_edge_bundle(ModelStore.of(stores), name, version, target), budget)

@@ -12,6 +12,7 @@ from conveyor.gate.policy import GatePolicy
 from conveyor.gate.tasks import act_on_verdict, find_contest, judge, publish_verdict
 from conveyor.gate.verdict import GateVerdict
 from conveyor.io.files import FolderName
+from conveyor.registry.storage import ModelStore
 from conveyor.schema.catalog import find_spec
 
 DEFAULT_POLICY = GatePolicy()
@@ -29,10 +30,11 @@ def promote(
 ) -> GateVerdict:
     """Gate a version against production on the same held-out rows; move the target alias to it only if it passes."""
     stores = ConveyorStores.resolve()
-    contest = find_contest(stores.model_path, model_name, version, target)
+    model_store = ModelStore.of(stores)
+    contest = find_contest(model_store, model_name, version, target)
     spec = find_spec(dataset or contest.manifest.get("dataset"))
     snapshot = find_snapshot(DataStore.of(stores), contest.challenger.data_sha256)
     verdict = judge(contest, spec, snapshot, policy)
-    evidence = publish_verdict(stores.model_path, verdict)
-    act_on_verdict(stores.model_path, contest, verdict, evidence)
+    evidence = publish_verdict(model_store, verdict)
+    act_on_verdict(model_store, contest, verdict, evidence)
     return verdict

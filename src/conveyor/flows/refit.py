@@ -21,6 +21,7 @@ from conveyor.models.cluster import ClusterSpec
 from conveyor.models.training import TrainingParams
 from conveyor.registry.candidate import build_candidate
 from conveyor.registry.register import publish_model_report, register_candidate
+from conveyor.registry.storage import ModelStore
 from conveyor.registry.store import RegisteredVersion
 from conveyor.schema.catalog import find_spec
 
@@ -86,7 +87,7 @@ def refit(
         if candidate.edge_skipped:
             get_run_logger().warning("No edge bundles for this %s model: %s.", family, candidate.edge_skipped)
         registered = register_candidate(
-            stores.model_path, model_name, candidate, bundle_targets, str(flow_run.id or "local")
+            ModelStore.of(stores), model_name, candidate, bundle_targets, str(flow_run.id or "local")
         )
         publish_model_report(registered, candidate)
         return registered

@@ -15,6 +15,7 @@ from conveyor.data.quarantine import keep_report, quarantine_batch, report_folde
 from conveyor.data.snapshots import Snapshot, find_partition, find_snapshot, snapshot_partition
 from conveyor.data.store import DataStore
 from conveyor.io.files import FolderName
+from conveyor.registry.storage import ModelStore
 from conveyor.schema.catalog import find_spec
 from conveyor.schema.spec import DatasetSpec
 from conveyor.validation.reference import find_training_reference
@@ -71,7 +72,7 @@ def validate(
     with reporting_cache_use(), claims_folder(stores.landing_path) as claims:
         # Every step below reads the bytes judged (a stored snapshot, or this run's private copy), never a name again.
         batch = find_batch(stores, data_store, spec, partition, day, snapshot, file, claims)
-        reference = find_training_reference(stores.model_path, data_store, model_name)
+        reference = find_training_reference(ModelStore.of(stores), data_store, model_name)
         report = validate_snapshot(batch, spec, reference)
         if report.passed:
             kept = batch

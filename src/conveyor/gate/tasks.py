@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
@@ -26,6 +25,7 @@ from conveyor.gate.scoring import held_out_rows, known_input_error, measure_late
 from conveyor.gate.statistics import compare_models
 from conveyor.gate.verdict import GateVerdict, keep_verdict, verdict_markdown
 from conveyor.registry.aliases import AliasError, AliasMove, check_alias_name, move_alias, read_aliases
+from conveyor.registry.storage import ModelStore
 from conveyor.registry.store import RegisteredVersion, read_manifest, verify_version, version_dirs
 from conveyor.schema.spec import DatasetSpec
 
@@ -52,7 +52,7 @@ class Contest(BaseModel):
 
 
 @uncached_task("Find challenger and champion", why="reads the registry's current aliases")
-def find_contest(model_store: Path, name: str, version: int, target: str) -> Contest:
+def find_contest(model_store: ModelStore, name: str, version: int, target: str) -> Contest:
     """The challenger (its files verified), production's version as champion, and what the target names now."""
     check_alias_name(target)
     if target == CHAMPION_ALIAS:
@@ -66,8 +66,10 @@ def find_contest(model_store: Path, name: str, version: int, target: str) -> Con
     aliases = read_aliases(model_store, name)
     champion = aliases.get(CHAMPION_ALIAS)
     return Contest(
-        challenger=verify_version(versions[version]),
-        champion=verify_version(versions[champion]) if champion is not None and champion != version else None,
+        challenger=verify_version(model_store, versions[version]),
+        champion=verify_version(model_store, versions[champion])
+        if champion is not None and champion != version
+        else None,
         target=target,
         expected=aliases.get(target),
         manifest=read_manifest(versions[version]),
@@ -121,9 +123,9 @@ def judge(contest: Contest, spec: DatasetSpec, snapshot: Snapshot, policy: GateP
 
 
 @uncached_task("Keep and publish verdict", why="writes the evidence and this run's artifacts")
-def publish_verdict(model_store: Path, verdict: GateVerdict) -> str:
+def publish_verdict(model_store: ModelStore, verdict: GateVerdict) -> str:
     """Keep the verdict with the version (gate.json, and by hash) and show it as markdown and table artifacts."""
-    evidence = keep_verdict(model_store / verdict.model, verdict)
+    evidence = keep_verdict(model_store, verdict)
     create_markdown_artifact(verdict_markdown(verdict, evidence), key="gate-verdict", description="Promotion gate")
     create_table_artifact(
         [{"check": c.name, "passed": c.passed, "why": c.summary} for c in verdict.checks],
@@ -134,7 +136,7 @@ def publish_verdict(model_store: Path, verdict: GateVerdict) -> str:
 
 
 @uncached_task("Move alias or refuse", why="moves the registry's alias now")
-def act_on_verdict(model_store: Path, contest: Contest, verdict: GateVerdict, evidence: str) -> AliasMove | None:
+def act_on_verdict(model_store: ModelStore, contest: Contest, verdict: GateVerdict, evidence: str) -> AliasMove | None:
     """Pass: move the target alias to the challenger (CAS on what it named when the gate began). Fail: refuse."""
     name, version = verdict.model, verdict.challenger
     if not verdict.passed:

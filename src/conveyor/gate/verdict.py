@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from conveyor.gate.checks import GateCheck
 from conveyor.gate.scoring import Latency
 from conveyor.gate.statistics import Comparison, MetricComparison
-from conveyor.io.files import write_text_atomically
+from conveyor.registry.storage import ModelStore
 
 VERDICT_FILE = "gate.json"
 # Every verdict also lies here by its hash, so the hash an audit line records always finds its evidence.
@@ -43,12 +42,12 @@ class GateVerdict(BaseModel):
         return [check.name for check in self.checks if not check.passed]
 
 
-def keep_verdict(model_root: Path, verdict: GateVerdict) -> str:
+def keep_verdict(store: ModelStore, verdict: GateVerdict) -> str:
     """Write the verdict as the version's gate.json and as evidence by its SHA-256; returns the hash."""
-    text = verdict.model_dump_json(indent=2)
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    write_text_atomically(model_root / EVIDENCE_FOLDER / f"{digest}.json", text)
-    write_text_atomically(model_root / f"v{verdict.challenger}" / VERDICT_FILE, text)
+    text = verdict.model_dump_json(indent=2).encode()
+    digest = hashlib.sha256(text).hexdigest()
+    store.create(f"{verdict.model}/{EVIDENCE_FOLDER}/{digest}.json", text)  # named by its bytes: kept once
+    store.write(f"{verdict.model}/v{verdict.challenger}/{VERDICT_FILE}", text)
     return digest
 
 

@@ -1,10 +1,12 @@
 """Aliases: names (dev, staging, production, or a user's own) that point at a model's versions, moved by CAS.
 
-A model's aliases live in ``<model store>/<name>/aliases.json``, replaced whole by an atomic rename; every move is
-appended to ``audit.jsonl`` beside it, which is never rewritten. A move states the version it expects the alias to
-name (compare-and-swap) and runs under the model's registry lock, so of two moves at once exactly one wins and the
-other is refused naming what it found. The state file carries the sequence number and record of its last move: a
-writer that died between the rename and the append is caught up by the next move, so the log never misses a move.
+A model's aliases live in ``<model store>/<name>/aliases.json``, replaced whole (an atomic rename in a folder, one
+PUT conditional on the ETag read in a bucket); every move is added to the audit log beside it, which is never
+rewritten (``audit.jsonl`` in a folder, one object per move under ``audit/`` in a bucket). A move states the version
+it expects the alias to name (compare-and-swap) and runs under the model's registry lock, so of two moves at once
+exactly one wins and the other is refused naming what it found. The state file carries the sequence number and
+record of its last move: a writer that died between replacing it and logging the move is caught up by the next
+move, so the log never misses a move.
 """
 
 from __future__ import annotations
@@ -12,21 +14,21 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import logging
-import os
 import re
 import socket
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
 from conveyor.events import emit_alias_moved
-from conveyor.io.files import make_folders, write_text_atomically
 from conveyor.registry.lock import registry_lock
-from conveyor.registry.store import RegisteredVersion, verify_version, version_dirs
+from conveyor.registry.storage import ModelStore, Tag
+from conveyor.registry.store import RegisteredVersion, StoreRef, verify_version, version_dirs
 
 ALIASES_FILE = "aliases.json"
-AUDIT_FILE = "audit.jsonl"
+AUDIT_LOG = "audit"
+# The audit log in a folder store (a bucket keeps one object per move under audit/).
+AUDIT_FILE = f"{AUDIT_LOG}.jsonl"
 # The environments of a release, in the order a version moves through them.
 ENVIRONMENTS = ("dev", "staging", "production")
 # Who moves a protected alias: staging only through the gate, production only through delivery (or by force).
@@ -91,61 +93,65 @@ def current_actor() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def _read_state(model_store: Path, name: str) -> _AliasState:
-    path = model_store / name / ALIASES_FILE
-    if not path.is_file():
-        return _AliasState()
+def _read_state(store: ModelStore, name: str) -> tuple[_AliasState, Tag | None]:
+    """The alias state, and the tag to replace it by compare-and-swap (None: there is no state yet)."""
+    found = store.read(f"{name}/{ALIASES_FILE}")
+    if found is None:
+        return _AliasState(), None
     try:
-        return _AliasState.model_validate_json(path.read_bytes())
+        return _AliasState.model_validate_json(found[0]), found[1]
     except ValidationError as error:
-        raise AliasError(f"{path} is damaged and cannot be read ({error.errors()[0]['msg']}); nothing moved.") from None
+        where = store.url_of(f"{name}/{ALIASES_FILE}")
+        raise AliasError(
+            f"{where} is damaged and cannot be read ({error.errors()[0]['msg']}); nothing moved."
+        ) from None
 
 
-def read_aliases(model_store: Path, name: str) -> dict[str, int]:
+def read_aliases(model_store: StoreRef, name: str) -> dict[str, int]:
     """Each alias of a model and the version it names."""
-    return dict(sorted(_read_state(model_store, name).aliases.items()))
+    return dict(sorted(_read_state(ModelStore.at(model_store), name)[0].aliases.items()))
 
 
-def read_audit(model_store: Path, name: str) -> list[AliasMove]:
-    """Every alias move of a model, oldest first; a line a crash left torn is skipped with a warning."""
-    path = model_store / name / AUDIT_FILE
+def read_audit(model_store: StoreRef, name: str) -> list[AliasMove]:
+    """Every alias move of a model, oldest first; a record a crash left torn is skipped with a warning."""
     moves = []
-    for number, line in enumerate(path.read_text().splitlines() if path.is_file() else [], start=1):
+    for where, record in ModelStore.at(model_store).records(f"{name}/{AUDIT_LOG}"):
         try:
-            moves.append(AliasMove.model_validate_json(line))
+            moves.append(AliasMove.model_validate_json(record))
         except ValidationError:
-            _LOG.warning("%s line %d is not a move record (torn by a crash?); it is skipped.", path, number)
+            _LOG.warning("%s is not a move record (torn by a crash?); it is skipped.", where)
     return moves
 
 
-def _append(path: Path, move: AliasMove) -> None:
-    """Append one record durably; a torn line a crash left gets a newline first, so it stays one bad line."""
-    make_folders(path.parent)
-    with path.open("ab") as log:
-        if log.tell() and path.read_bytes()[-1:] != b"\n":
-            log.write(b"\n")
-        log.write(move.model_dump_json().encode() + b"\n")
-        log.flush()
-        os.fsync(log.fileno())
+def _log(store: ModelStore, move: AliasMove) -> None:
+    store.append(f"{move.model}/{AUDIT_LOG}", move.sequence, move.model_dump_json().encode())
 
 
-def _catch_up_log(model_store: Path, name: str, state: _AliasState) -> None:
-    """Append the state's last move if a writer died after renaming the state and before appending it."""
+def _catch_up_log(store: ModelStore, name: str, state: _AliasState) -> None:
+    """Log the state's last move if a writer died after replacing the state and before logging the move."""
     if state.last_move is None:
         return
-    logged = read_audit(model_store, name)
+    logged = read_audit(store, name)
     if not logged or logged[-1].sequence < state.last_move.sequence:
-        _append(model_store / name / AUDIT_FILE, state.last_move)
+        _log(store, state.last_move)
 
 
-def _registered(model_store: Path, name: str, version: int) -> RegisteredVersion:
-    versions = version_dirs(model_store, name)
+def _registered(store: ModelStore, name: str, version: int) -> RegisteredVersion:
+    versions = version_dirs(store, name)
     if not versions:
-        raise AliasError(f"No model named {name} is registered in {model_store}.")
+        raise AliasError(f"No model named {name} is registered in {store}.")
     if version not in versions:
         known = ", ".join(f"v{n}" for n in versions)
         raise AliasError(f"{name} has no version {version} (registered: {known}).")
-    return verify_version(versions[version])
+    return verify_version(store, versions[version])
+
+
+def _conflict(name: str, alias: str, found: int | None, expected: int | None) -> AliasConflictError:
+    named = f"v{found}" if found is not None else "no version"
+    wanted = f"v{expected}" if expected is not None else "no version"
+    return AliasConflictError(
+        f"{alias} of {name} names {named}, not {wanted} as expected (another move came first); nothing moved."
+    )
 
 
 def _check_authority(alias: str, via: str, forced: bool, reason: str) -> None:
@@ -157,7 +163,7 @@ def _check_authority(alias: str, via: str, forced: bool, reason: str) -> None:
 
 
 def move_alias(
-    model_store: Path,
+    model_store: StoreRef,
     name: str,
     alias: str,
     version: int,
@@ -174,21 +180,18 @@ def move_alias(
     Returns the move, or None when the alias already names the version (nothing to do, nothing logged). Raises
     AliasConflictError naming the version found when another move came first, AliasError for any other refusal.
     """
+    store = ModelStore.at(model_store)
     check_alias_name(alias)
     _check_authority(alias, via, forced, reason)
-    _registered(model_store, name, version)  # every file checked against its hash before anything points at it
+    _registered(store, name, version)  # every file checked against its hash before anything points at it
     with registry_lock(name):
-        state = _read_state(model_store, name)
-        _catch_up_log(model_store, name, state)
+        state, tag = _read_state(store, name)
+        _catch_up_log(store, name, state)
         found = state.aliases.get(alias)
         if found == version:
             return None
         if found != expected:
-            named = f"v{found}" if found is not None else "no version"
-            wanted = f"v{expected}" if expected is not None else "no version"
-            raise AliasConflictError(
-                f"{alias} of {name} names {named}, not {wanted} as expected (another move came first); nothing moved."
-            )
+            raise _conflict(name, alias, found, expected)
         move = AliasMove(
             sequence=state.sequence + 1,
             model=name,
@@ -204,14 +207,16 @@ def move_alias(
             kind=kind,
         )
         moved = _AliasState(sequence=move.sequence, aliases={**state.aliases, alias: version}, last_move=move)
-        write_text_atomically(model_store / name / ALIASES_FILE, moved.model_dump_json(indent=2))
-        _append(model_store / name / AUDIT_FILE, move)
+        if not store.replace(f"{name}/{ALIASES_FILE}", moved.model_dump_json(indent=2).encode(), tag):
+            # Changed since it was read, under the lock: a writer that bypassed it. Its state stands, ours is refused.
+            raise _conflict(name, alias, _read_state(store, name)[0].aliases.get(alias), expected)
+        _log(store, move)
     _LOG.info("%s@%s: v%s -> v%d (%s, %s)", name, alias, found, version, via, reason)
     emit_alias_moved(move.model_dump(mode="json"))
     return move
 
 
-def previous_version(model_store: Path, name: str, alias: str) -> tuple[int, int]:
+def previous_version(model_store: StoreRef, name: str, alias: str) -> tuple[int, int]:
     """The version an alias names now and the one before it, its rolled-back moves undone; AliasError if none.
 
     The alias's history is a stack: a promotion pushes a version, a rollback pops one. So after 1 → 2 → 3, two
@@ -231,7 +236,7 @@ def previous_version(model_store: Path, name: str, alias: str) -> tuple[int, int
     return current, history[-2]
 
 
-def rollback_alias(model_store: Path, name: str, alias: str, reason: str) -> AliasMove:
+def rollback_alias(model_store: StoreRef, name: str, alias: str, reason: str) -> AliasMove:
     """Point an alias back at the version it named before its last move (CAS on the current one), audited."""
     current, previous = previous_version(model_store, name, alias)
     move = move_alias(model_store, name, alias, previous, current, via="rollback", reason=reason, kind="rolled_back")
@@ -239,22 +244,23 @@ def rollback_alias(model_store: Path, name: str, alias: str, reason: str) -> Ali
     return move
 
 
-def resolve_reference(model_store: Path, reference: str) -> RegisteredVersion:
+def resolve_reference(model_store: StoreRef, reference: str) -> RegisteredVersion:
     """The version a reference names: ``NAME`` (newest), ``NAME@ALIAS`` or ``NAME:VERSION``; files verified."""
+    store = ModelStore.at(model_store)
     match = _REFERENCE.match(reference)
     if not match:
         raise AliasError(f"{reference!r} is not a model reference: use NAME, NAME@ALIAS or NAME:VERSION.")
     name, alias, number = match["name"], match["alias"], match["version"]
-    versions = version_dirs(model_store, name)
+    versions = version_dirs(store, name)
     if not versions:
-        raise AliasError(f"No model named {name} is registered in {model_store}.")
+        raise AliasError(f"No model named {name} is registered in {store}.")
     if alias is not None:
-        target = read_aliases(model_store, name).get(check_alias_name(alias))
+        target = read_aliases(store, name).get(check_alias_name(alias))
         if target is None:
             raise AliasError(f"{name} has no alias {alias}.")
-        return _registered(model_store, name, target)
+        return _registered(store, name, target)
     if number is None:
-        return _registered(model_store, name, max(versions))
+        return _registered(store, name, max(versions))
     if not _VERSION_LIKE.match(number):
         raise AliasError(f"{number!r} is not a version number (write {name}:3 or {name}:v3).")
-    return _registered(model_store, name, int(number.removeprefix("v")))
+    return _registered(store, name, int(number.removeprefix("v")))

@@ -1,4 +1,4 @@
-"""Registration: atomically numbered versions, assembled in staging folders, manifest written last."""
+"""Registration: atomically numbered versions, assembled in staging folders, published with the manifest last."""
 
 from __future__ import annotations
 
@@ -19,21 +19,25 @@ from conveyor.events import emit_model_registered
 from conveyor.export.edge import EdgeBundle, EdgeTarget, build_edge_bundle
 from conveyor.export.families import FAMILIES
 from conveyor.export.onnx import KNOWN_INPUTS_FILE
-from conveyor.io.files import rename_durably, sha256_file, write_text_atomically
+from conveyor.io.files import sha256_file, write_text_atomically
 from conveyor.registry.aliases import move_alias, read_aliases
 from conveyor.registry.candidate import Candidate
 from conveyor.registry.lock import registry_lock
+from conveyor.registry.storage import ModelStore
 from conveyor.registry.store import (
     EDGE_FOLDER,
     MANIFEST,
     RESERVED,
     STAGING,
     RegisteredVersion,
-    numbered_folders,
+    StoreRef,
+    numbered,
     read_manifest,
     read_version,
 )
 
+# What a claim holds: the run that made it.
+_CLAIM_FILE = "flow_run_id"
 _RECORDED_PACKAGES = ("prefect", "torch", "xgboost", "onnx", "onnxmltools", "onnxruntime", "pandas", "pandera", "numpy")
 
 
@@ -48,26 +52,21 @@ class StagedVersion(BaseModel):
 
 @cached_task("Reserve model version", ignore=("run_id",))
 def reserve_model_version(
-    model_store: Annotated[Path, Location], name: str, candidate: Candidate, run_id: str
+    model_store: Annotated[StoreRef, Location], name: str, candidate: Candidate, run_id: str
 ) -> StagedVersion:
     """Claim the next version number for this candidate; the same candidate keeps its number on a re-run."""
-    reserved = model_store / name / RESERVED
-    reserved.mkdir(parents=True, exist_ok=True)
-    version = _highest_number(model_store / name) + 1
-    while True:
-        try:
-            # mkdir either creates the claim or fails: two runs can never hold one number.
-            (reserved / f"v{version}").mkdir()
-            break
-        except FileExistsError:
-            version += 1
-    claim = reserved / f"v{version}"
-    write_text_atomically(claim / "flow_run_id", run_id)
-    return StagedVersion(model_store=str(model_store), name=name, version=version, claim=str(claim))
+    store = ModelStore.at(model_store)
+    version = _highest_number(store, name) + 1
+    # Creating the claim either succeeds or finds it made: two runs can never hold one number.
+    while not store.create(f"{name}/{RESERVED}/v{version}/{_CLAIM_FILE}", run_id.encode()):
+        version += 1
+    claim = store.local_copy(f"{name}/{RESERVED}/v{version}/{_CLAIM_FILE}")
+    assert claim is not None  # just created, and claims are never removed
+    return StagedVersion(model_store=str(store), name=name, version=version, claim=str(claim.parent))
 
 
-def _highest_number(model_root: Path) -> int:
-    return max([*numbered_folders(model_root), *numbered_folders(model_root / RESERVED)], default=0)
+def _highest_number(store: ModelStore, name: str) -> int:
+    return max([*numbered(store, name), *numbered(store, f"{name}/{RESERVED}")], default=0)
 
 
 def _environment() -> dict[str, str | None]:
@@ -120,15 +119,20 @@ def _same_candidate(folder: Path, candidate: Candidate) -> bool:
 
 @cached_task("Register model version", ignore=("run_id",))
 def register_model_version(
-    staged: StagedVersion, candidate: Candidate, bundles: list[EdgeBundle], run_id: str | None
+    model_store: Annotated[StoreRef, Location],
+    staged: StagedVersion,
+    candidate: Candidate,
+    bundles: list[EdgeBundle],
+    run_id: str | None,
 ) -> RegisteredVersion:
-    """Assemble the version in a private staging folder and rename it into place: whole or not at all."""
-    model_root = Path(staged.model_store) / staged.name
-    folder = model_root / f"v{staged.version}"
-    if (folder / MANIFEST).is_file():
+    """Assemble the version in a private staging folder and publish it, manifest last: whole or not at all."""
+    store = ModelStore.at(model_store)
+    model_root = store.local_root / staged.name
+    relative = f"{staged.name}/v{staged.version}"
+    if manifest_copy := store.local_copy(f"{relative}/{MANIFEST}"):
         # Registered by an earlier run whose cache entry is gone: the same candidate is the same version.
-        if _same_candidate(folder, candidate):
-            return read_version(folder)
+        if _same_candidate(manifest_copy.parent, candidate):
+            return read_version(manifest_copy.parent)
         raise FileExistsError(f"{staged.name} v{staged.version} is already registered with another model.")
     context = TaskRunContext.get()
     staging = model_root / STAGING / (str(context.task_run.id) if context else "local")
@@ -165,10 +169,10 @@ def register_model_version(
         "files": files,
         "environment": _environment(),
     }
-    # Written last: a folder without a manifest is never listed as a version.
+    # Published last: a folder without a manifest is never listed as a version.
     write_text_atomically(staging / MANIFEST, json.dumps(manifest, indent=2))
-    rename_durably(staging, folder)  # every file on disk before the version's name is
-    registered = read_version(folder)
+    store.publish(staging, relative, MANIFEST)  # every file in the store before the manifest is
+    registered = read_version(model_root / f"v{staged.version}")
     get_run_logger().info("Registered %s v%d at %s", staged.name, staged.version, registered.path)
     emit_model_registered(staged.name, staged.version, candidate.dataset, candidate.snapshot.sha256, registered.metrics)
     return registered
@@ -185,7 +189,7 @@ def publish_model_report(registered: RegisteredVersion, candidate: Candidate) ->
 
 
 def register_candidate(
-    model_store: Path, model_name: str, candidate: Candidate, edge_targets: list[EdgeTarget], run_id: str
+    model_store: StoreRef, model_name: str, candidate: Candidate, edge_targets: list[EdgeTarget], run_id: str
 ) -> RegisteredVersion:
     """Reserve a version, bundle it for each edge target, register it and point `dev` at it, under the registry lock.
 
@@ -199,7 +203,7 @@ def register_candidate(
             build_edge_bundle(variant, target, model_name, staged.version, candidate.snapshot.sha256, known_inputs)
             for (variant, _), target in zip(candidate.edge, edge_targets, strict=True)
         ]
-        registered = register_model_version(staged, candidate, bundles, run_id)
+        registered = register_model_version(model_store, staged, candidate, bundles, run_id)
         dev = read_aliases(model_store, model_name).get("dev")
         move_alias(model_store, model_name, "dev", registered.version, dev, via="refit", reason="registered by refit")
         return registered

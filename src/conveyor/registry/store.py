@@ -1,7 +1,8 @@
 """The model store's read side: versions, their manifests and edge bundles; imports no ML library.
 
 A model's versions live in ``<model store>/<name>/vN/``, each with a ``manifest.json`` written last, so a folder
-without one is never listed. Registration (``conveyor.registry.register``) is the only writer.
+without one is never listed. Registration (``conveyor.registry.register``) is the only writer. Versions are read
+from local folders: the store's own, or (a bucket) this host's copies, each file checked against the manifest.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Annotated, Any, NamedTuple
 from pydantic import BaseModel, Field, ValidationError
 
 from conveyor.cache import Content, uncached_task
-from conveyor.io.files import sha256_file
+from conveyor.data.objects import CorruptStoreObjectError
+from conveyor.registry.storage import ModelStore
 
 MANIFEST = "manifest.json"
 STAGING = ".staging"
@@ -45,19 +47,20 @@ class RegisteredVersion(BaseModel):
     metrics: dict[str, float | int]
 
 
-def numbered_folders(folder: Path) -> dict[int, Path]:
-    """Subfolders named like a version (``vN``), by number, whether or not they hold one."""
-    found = {}
-    for child in folder.iterdir() if folder.is_dir() else ():
-        if match := _VERSION_DIR.match(child.name):
-            found[int(match.group(1))] = child
-    return found
+# Where a registry function finds the model store: a store, or (a folder store) its path.
+StoreRef = ModelStore | Path
 
 
-def version_dirs(model_store: Path, name: str) -> dict[int, Path]:
-    """Registered versions of a model by number."""
-    found = {n: path for n, path in numbered_folders(model_store / name).items() if (path / MANIFEST).is_file()}
-    return dict(sorted(found.items()))
+def numbered(store: ModelStore, relative: str) -> set[int]:
+    """Numbers of the folders under ``relative`` named like a version (``vN``), whether or not they hold one."""
+    return {int(match.group(1)) for name in store.folders(relative) if (match := _VERSION_DIR.match(name))}
+
+
+def version_dirs(model_store: StoreRef, name: str) -> dict[int, Path]:
+    """Registered versions of a model by number: the local folder of each, its manifest current."""
+    store = ModelStore.at(model_store)
+    found = {n: store.local_copy(f"{name}/v{n}/{MANIFEST}") for n in sorted(numbered(store, name))}
+    return {n: manifest.parent for n, manifest in found.items() if manifest}
 
 
 class _DataRecord(BaseModel):
@@ -119,25 +122,29 @@ def read_version(folder: Path) -> RegisteredVersion:
     )
 
 
-def verify_version(folder: Path) -> RegisteredVersion:
+def verify_version(model_store: StoreRef, folder: Path) -> RegisteredVersion:
     """A version whose every file still holds the bytes its manifest records; DamagedVersionError names the first not.
 
     Nothing is served, compared or promoted on its folder's word: a file swapped after registration is caught here.
+    In a bucket the object itself is checked, and this host's copy is fetched (again) unless it holds those bytes.
     """
+    store = ModelStore.at(model_store)
     version = read_version(folder)
     files = read_manifest(folder).get("files")
     if not isinstance(files, dict) or "model.onnx" not in files:
         raise DamagedVersionError(f"{folder} is damaged: its {MANIFEST} records no file hashes.")
+    where = folder.relative_to(store.local_root).as_posix()
     for name, digest in files.items():
-        path = folder / name
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise DamagedVersionError(f"{folder} is damaged: its {MANIFEST} names a file outside it ({name}).")
-        if not path.is_file():
-            raise DamagedVersionError(f"{version.name} v{version.version} is damaged: {name} is missing.")
-        if sha256_file(path) != digest:
+        try:
+            store.fetch(f"{where}/{name}", digest)
+        except FileNotFoundError:
+            raise DamagedVersionError(f"{version.name} v{version.version} is damaged: {name} is missing.") from None
+        except CorruptStoreObjectError:
             raise DamagedVersionError(
                 f"{version.name} v{version.version} is damaged: {name} does not hold the bytes its manifest records."
-            )
+            ) from None
     return version
 
 
@@ -148,11 +155,9 @@ class VersionListing(NamedTuple):
     damaged: dict[str, str]
 
 
-def read_versions(model_store: Path, name: str | None = None) -> VersionListing:
+def read_versions(model_store: StoreRef, name: str | None = None) -> VersionListing:
     """Every registered version, of one model or of all, oldest first; a damaged one is set aside, named."""
-    names = (
-        [name] if name else sorted(p.name for p in model_store.iterdir() if p.is_dir()) if model_store.is_dir() else []
-    )
+    names = [name] if name else ModelStore.at(model_store).folders("")
     listing = VersionListing([], {})
     for folder in (folder for n in names for folder in version_dirs(model_store, n).values()):
         try:
@@ -162,7 +167,7 @@ def read_versions(model_store: Path, name: str | None = None) -> VersionListing:
     return listing
 
 
-def list_versions(model_store: Path, name: str | None = None) -> list[RegisteredVersion]:
+def list_versions(model_store: StoreRef, name: str | None = None) -> list[RegisteredVersion]:
     """Every usable registered version, oldest first; each damaged one is skipped with a warning naming it."""
     listing = read_versions(model_store, name)
     for problem in listing.damaged.values():
@@ -171,8 +176,8 @@ def list_versions(model_store: Path, name: str | None = None) -> list[Registered
 
 
 @uncached_task("Find edge bundle", why="looks up the model store")
-def find_edge_bundle(model_store: Path, name: str, version: int | None, target: str) -> Path:
-    """The bundle tarball of one target of a registered version (the newest version when none is named)."""
+def find_edge_bundle(model_store: StoreRef, name: str, version: int | None, target: str) -> Path:
+    """The bundle tarball of one target of a registered version (the newest version when none is named), verified."""
     versions = version_dirs(model_store, name)
     if not versions:
         raise LookupError(f"No version of {name} is registered in {model_store}.")
@@ -181,13 +186,12 @@ def find_edge_bundle(model_store: Path, name: str, version: int | None, target: 
         if not usable:
             damaged = ", ".join(f"v{n}" for n in versions)
             raise LookupError(f"{name} has no usable version in {model_store}; damaged: {damaged}.")
-        number, bundles = usable[-1].version, usable[-1].edge_bundles
+        version = usable[-1].version
     elif version not in versions:
         raise LookupError(f"{name} has no version {version}; registered: {', '.join(f'v{n}' for n in versions)}.")
-    else:
-        number, bundles = version, read_version(versions[version]).edge_bundles
+    bundles = verify_version(model_store, versions[version]).edge_bundles  # its files local, and the bytes registered
     if target not in bundles:
         raise LookupError(
-            f"{name} v{number} has no bundle for target {target!r}; it has: {', '.join(bundles) or 'none'}."
+            f"{name} v{version} has no bundle for target {target!r}; it has: {', '.join(bundles) or 'none'}."
         )
     return Path(bundles[target])

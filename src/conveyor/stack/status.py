@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from conveyor.blocks import ConveyorStores
 from conveyor.data.landing import WatcherState
 from conveyor.data.snapshots import landed_partitions
+from conveyor.registry.storage import ModelStore
 from conveyor.registry.store import RegisteredVersion, list_versions
 from conveyor.schema.catalog import find_spec
 from conveyor.settings import ConveyorSettings
@@ -33,7 +34,7 @@ def describe_status(settings: ConveyorSettings) -> dict[str, Any]:
     report: dict[str, Any] = {"api_url": settings.api_url, "ui_url": settings.ui_url, "server_healthy": healthy}
     stores = ConveyorStores.resolve() if healthy else ConveyorStores.from_settings(settings)
     landed = landed_partitions(stores.landing_path, find_spec())
-    versions = list_versions(stores.model_path)
+    versions = list_versions(ModelStore.of(stores))
     report["landing"] = {
         "path": stores.landing_dir,
         "partitions": len(landed),
