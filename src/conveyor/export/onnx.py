@@ -230,6 +230,13 @@ def expected_column(encoding: FeatureEncoding) -> str:
     return f"{EXPECTED_PREFIX}{encoding.prediction}"
 
 
+def stored_output_error(session: ort.InferenceSession, folder: Path, encoding: FeatureEncoding) -> tuple[int, float]:
+    """Rows of a version's stored known inputs, and the largest distance of a session's outputs from the stored ones."""
+    known = pd.read_parquet(folder / KNOWN_INPUTS_FILE)
+    expected = known.pop(expected_column(encoding)).to_numpy(dtype=np.float64)
+    return len(known), float(np.max(np.abs(onnx_predict(session, known, encoding) - expected), initial=0.0))
+
+
 def known_inputs(holdout: pd.DataFrame, encoding: FeatureEncoding) -> pd.DataFrame:
     """A fixed set of rows kept with the model: held-out rows, every numeric extreme and an unseen category each."""
     rows = holdout.head(_KNOWN_HELD_OUT_ROWS)

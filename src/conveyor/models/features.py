@@ -5,6 +5,8 @@ Shared by every model family (the torch MLP, XGBoost) and the ONNX graphs they b
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -29,6 +31,33 @@ def encode_features(frame: pd.DataFrame, encoding: FeatureEncoding) -> tuple[np.
     """Raw columns as the model's inputs: float32 numeric features, and int64 codes per categorical feature."""
     numeric = frame[encoding.numeric].to_numpy(dtype=np.float32, copy=True)
     return numeric, [category_codes(frame[column], values) for column, values in encoding.categorical.items()]
+
+
+def refusal_reasons(
+    values: np.ndarray, missing: np.ndarray, ranges: Mapping[str, Sequence[float | None]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Why each row cannot be scored and the feature it names, its first bad one (None, None: it can be scored).
+
+    ``values`` holds one float64 column per feature of ``ranges`` (min, max; None: unbounded), in its order, NaN where
+    a value is not a number; ``missing`` is True where no value was given. Edge bundles and the model server refuse
+    rows with the same checks and the same words.
+    """
+    reasons = np.full(len(values), None, dtype=object)
+    features = np.full(len(values), None, dtype=object)
+    for column, (feature, (low_bound, high_bound)) in enumerate(ranges.items()):
+        value = values[:, column]
+        low = -np.inf if low_bound is None else low_bound
+        high = np.inf if high_bound is None else high_bound
+        checks = (
+            (missing[:, column], f"missing value in {feature}"),
+            (np.isnan(value), f"non-numeric value in {feature}"),
+            (np.isinf(value), f"non-finite value in {feature}"),
+            ((value < low) | (value > high), f"{feature} outside [{low:g}, {high:g}]"),
+        )
+        for failing, reason in checks:
+            first = failing & pd.isna(reasons)
+            reasons[first], features[first] = reason, feature
+    return reasons, features
 
 
 def encode_labels(frame: pd.DataFrame, encoding: FeatureEncoding) -> np.ndarray:
