@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from conveyor.blocks import ConveyorStores
-from conveyor.export.onnx import KNOWN_INPUTS_FILE
+from conveyor.export.runtime import KNOWN_INPUTS_FILE
 from conveyor.registry.aliases import move_alias, read_aliases
 from conveyor.registry.store import RegisteredVersion
 from conveyor.schema.telemetry import TELEMETRY

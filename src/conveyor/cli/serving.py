@@ -30,12 +30,12 @@ def serve(
     # The spec adds whole-number checks of integer features; a model no spec names is served on its encoding alone.
     spec = find_spec(dataset) if dataset or model is None else spec_of_model(model)
     name = model or find_spec(dataset).model_name
+    try:
+        listening = serving.bound_socket(host or current.serving_host, port or current.serving_port)
+    except serving.ServingError as error:  # before anything talks to Prefect: a taken port is one sentence, at once
+        raise CommandError(str(error)) from None
     store = ConveyorStores.resolve().model_path
     if not version_dirs(store, name):
+        listening.close()
         raise CommandError(f"No model named {name} is registered in {store}; nothing to serve.")
-    try:
-        serving.serve(
-            ModelServer(store, name, spec, current), host or current.serving_host, port or current.serving_port
-        )
-    except serving.ServingError as error:
-        raise CommandError(str(error)) from None
+    serving.serve(ModelServer(store, name, spec, current), listening)

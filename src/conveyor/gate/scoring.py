@@ -11,7 +11,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from conveyor.data.snapshots import Snapshot, read_snapshot, split_holdout
-from conveyor.export.onnx import onnx_inputs, onnx_model, onnx_run, onnx_session, stored_output_error
+from conveyor.export.runtime import onnx_inputs, onnx_model, onnx_run, onnx_session, stored_output_error
 from conveyor.registry.store import RegisteredVersion
 from conveyor.schema.spec import DatasetSpec
 

@@ -39,24 +39,34 @@ def refusal_reasons(
     """Why each row cannot be scored and the feature it names, its first bad one (None, None: it can be scored).
 
     ``values`` holds one float64 column per feature of ``ranges`` (min, max; None: unbounded), in its order, NaN where
-    a value is not a number; ``missing`` is True where no value was given. Edge bundles and the model server refuse
+    a value is not a number; ``missing`` is True where no value was given. A row's reason is the first check its first
+    bad feature fails: missing, not a number, not finite, outside its range. Edge bundles and the model server refuse
     rows with the same checks and the same words.
     """
+    names = list(ranges)
+    low = np.array([-np.inf if bounds[0] is None else bounds[0] for bounds in ranges.values()], dtype=np.float64)
+    high = np.array([np.inf if bounds[1] is None else bounds[1] for bounds in ranges.values()], dtype=np.float64)
+    # One mask per check, in the order they are reported: (checks, rows, features), whole matrices at once.
+    failing = np.stack([missing, np.isnan(values), np.isinf(values), (values < low) | (values > high)])
+    bad = failing.any(axis=0)
+    rows = np.flatnonzero(bad.any(axis=1))
     reasons = np.full(len(values), None, dtype=object)
     features = np.full(len(values), None, dtype=object)
-    for column, (feature, (low_bound, high_bound)) in enumerate(ranges.items()):
-        value = values[:, column]
-        low = -np.inf if low_bound is None else low_bound
-        high = np.inf if high_bound is None else high_bound
-        checks = (
-            (missing[:, column], f"missing value in {feature}"),
-            (np.isnan(value), f"non-numeric value in {feature}"),
-            (np.isinf(value), f"non-finite value in {feature}"),
-            ((value < low) | (value > high), f"{feature} outside [{low:g}, {high:g}]"),
-        )
-        for failing, reason in checks:
-            first = failing & pd.isna(reasons)
-            reasons[first], features[first] = reason, feature
+    if not len(rows):
+        return reasons, features  # the usual case, and the words are not worth making for it
+    words = np.array(
+        [
+            [f"missing value in {f}" for f in names],
+            [f"non-numeric value in {f}" for f in names],
+            [f"non-finite value in {f}" for f in names],
+            [f"{f} outside [{lo:g}, {hi:g}]" for f, lo, hi in zip(names, low, high, strict=True)],
+        ],
+        dtype=object,
+    )
+    first_feature = bad[rows].argmax(axis=1)
+    first_check = failing[:, rows, first_feature].argmax(axis=0)
+    reasons[rows] = words[first_check, first_feature]
+    features[rows] = np.array(names, dtype=object)[first_feature]
     return reasons, features
 
 

@@ -48,11 +48,7 @@ class Signature:
     categorical: tuple[str, ...]
     ranges: dict[str, tuple[float | None, float | None]]
     whole: frozenset[str]
-
-    @property
-    def columns(self) -> frozenset[str]:
-        """Every column a row must hold, and the only ones it may."""
-        return frozenset((*self.numeric, *self.categorical))
+    columns: frozenset[str]  # every column a row must hold, and the only ones it may
 
 
 def input_signature(encoding: FeatureEncoding, spec: DatasetSpec | None) -> Signature:
@@ -66,6 +62,7 @@ def input_signature(encoding: FeatureEncoding, spec: DatasetSpec | None) -> Sign
         categorical=tuple(encoding.categorical),
         ranges={f: encoding.ranges.get(f, (None, None)) for f in encoding.numeric},
         whole=frozenset(f for f in encoding.numeric if f in columns and columns[f].dtype == "int64"),
+        columns=frozenset((*encoding.numeric, *encoding.categorical)),
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from conveyor.export.onnx import onnx_model, onnx_run, onnx_session, stored_output_error
+from conveyor.export.runtime import onnx_model, onnx_run, onnx_session, stored_output_error
 from conveyor.registry.aliases import AliasError, resolve_reference
 from conveyor.registry.store import DamagedVersionError
 from conveyor.schema.spec import DatasetSpec
