@@ -8,6 +8,7 @@ uvicorn, real ONNX Runtime); the restart test starts `conveyor serve` as a proce
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 import uuid
@@ -83,13 +84,16 @@ def known_rows(version: RegisteredVersion) -> pd.DataFrame:
     """The features of a version's stored known inputs within the data contract (held-out rows, the extremes seen,
     an unseen category); the known inputs' zeros outside a feature's valid range are left out."""
     frame = pd.read_parquet(Path(version.path) / KNOWN_INPUTS_FILE, columns=FEATURES)
-    inside = [frame[f].between(low, high) for f, (low, high) in ENCODING.ranges.items()]
+    inside = [
+        frame[f].between(-math.inf if low is None else low, math.inf if high is None else high)
+        for f, (low, high) in ENCODING.ranges.items()
+    ]
     return frame[pd.concat(inside, axis=1).all(axis=1)].reset_index(drop=True)
 
 
 def json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as a client sends them: JSON objects of plain values."""
-    return [dict(row) for row in frame.to_dict("records")]
+    return [{str(column): value for column, value in row.items()} for row in frame.to_dict("records")]
 
 
 def post_rows(served: Served, rows: list[dict[str, Any]], key: str | None = None) -> httpx.Response:

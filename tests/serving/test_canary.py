@@ -119,7 +119,7 @@ def test_metrics_count_requests_errors_latency_and_probabilities_per_version(
 def test_a_canary_that_cannot_be_served_is_refused_and_production_goes_on(
     served: Served, versions: list[RegisteredVersion]
 ) -> None:
-    refusals = {
+    refusals: dict[int, list[dict[str, Any]]] = {
         422: [{"version": 2, "weight": 150}, {"version": 2, "weight": -1}, {"version": 2, "weight": 5, "mode": "blue"}],
         404: [{"version": 9, "weight": 5}],
         409: [{"version": 1, "weight": 5}],

@@ -47,8 +47,8 @@ def refusal_reasons(
     low = np.array([-np.inf if bounds[0] is None else bounds[0] for bounds in ranges.values()], dtype=np.float64)
     high = np.array([np.inf if bounds[1] is None else bounds[1] for bounds in ranges.values()], dtype=np.float64)
     # One mask per check, in the order they are reported: (checks, rows, features), whole matrices at once.
-    failing = np.stack([missing, np.isnan(values), np.isinf(values), (values < low) | (values > high)])
-    bad = failing.any(axis=0)
+    failing: np.ndarray = np.stack([missing, np.isnan(values), np.isinf(values), (values < low) | (values > high)])
+    bad = np.asarray(failing.any(axis=0))
     rows = np.flatnonzero(bad.any(axis=1))
     reasons = np.full(len(values), None, dtype=object)
     features = np.full(len(values), None, dtype=object)
