@@ -25,7 +25,6 @@ from conveyor.blocks import ConveyorStores
 from conveyor.export.runtime import KNOWN_INPUTS_FILE
 from conveyor.registry.aliases import move_alias, read_aliases
 from conveyor.registry.store import RegisteredVersion
-from conveyor.schema.telemetry import TELEMETRY
 from conveyor.serving.run import bound_socket, http_server
 from conveyor.serving.server import ModelServer
 from conveyor.settings import ServingSettings
@@ -141,9 +140,9 @@ def running(server: ModelServer) -> Iterator[str]:
 
 
 def _model_server(stores: ConveyorStores, name: str, **settings: Any) -> ModelServer:
-    """A model server of the telemetry spec for a model, polling every POLL_SECONDS; other settings by name."""
+    """A model server for a model, polling every POLL_SECONDS; other settings by name."""
     chosen = ServingSettings(serving_poll_seconds=POLL_SECONDS, **settings)
-    return ModelServer(stores.model_path, name, TELEMETRY, chosen)
+    return ModelServer(stores.model_path, name, chosen)
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conveyor.blocks import ConveyorStores
 from conveyor.export.onnx import UNSEEN_CATEGORY, onnx_predict, onnx_session
 from conveyor.registry.store import RegisteredVersion
-from tests.fixtures.models import ENCODING
+from tests.fixtures.models import ENCODING, StagedCandidate, register_candidate
 from tests.serving.conftest import (
     Production,
     StartServer,
@@ -145,7 +146,7 @@ def test_odd_requests_never_get_a_500(production: Production) -> None:
 
 
 def test_not_ready_before_a_production_version_exists_and_ready_after(
-    start_server: StartServer, versions: list[RegisteredVersion], stores: Any, model_name: str
+    start_server: StartServer, versions: list[RegisteredVersion], stores: ConveyorStores, model_name: str
 ) -> None:
     served = start_server()
     assert served.client.get("/livez").status_code == 200
@@ -157,3 +158,21 @@ def test_not_ready_before_a_production_version_exists_and_ready_after(
     wait_until(lambda: ready(served), 10, "readiness")
     assert served.client.get("/readyz").json() == {"ready": True, "version": 2}
     assert served.client.post("/v1/predict", json={"rows": [_row(versions[1])]}).json()["version"] == 2
+
+
+def test_an_xgboost_version_is_served_as_the_mlp_is(
+    start_server: StartServer,
+    versions: list[RegisteredVersion],
+    xgboost_candidate: StagedCandidate,
+    stores: ConveyorStores,
+    model_name: str,
+) -> None:
+    trees = register_candidate(xgboost_candidate, stores.model_path, model_name, "run-trees")
+    put_in_production(stores, model_name, trees.version)
+    served = start_server()
+    wait_until(lambda: ready(served), 30, "readiness")
+    frame = known_rows(trees)
+    answer = post_rows(served, json_rows(frame))
+    assert answer.status_code == 200 and answer.json()["version"] == trees.version == 3
+    expected = onnx_predict(onnx_session(Path(trees.onnx_path), threads=1), frame, ENCODING)
+    np.testing.assert_array_equal(np.asarray(answer.json()["predictions"], dtype=np.float32), expected)

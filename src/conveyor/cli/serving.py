@@ -11,7 +11,7 @@ from conveyor.cli.console import CommandError, DatasetOption, settings
 
 def serve(
     model: Annotated[
-        str | None, typer.Option(help="Registry name of the model; default: the model of the default dataset.")
+        str | None, typer.Option(help="Registry name of the model; default: the model of the dataset (--dataset).")
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind; default: CONVEYOR_SERVING_HOST.")] = None,
     port: Annotated[
@@ -22,13 +22,11 @@ def serve(
     """Serve a model's production version (and a canary beside it) over HTTP until stopped; one worker process."""
     from conveyor.blocks import ConveyorStores
     from conveyor.registry.store import version_dirs
-    from conveyor.schema.catalog import find_spec, spec_of_model
+    from conveyor.schema.catalog import find_spec
     from conveyor.serving import run as serving
     from conveyor.serving.server import ModelServer
 
     current = settings().serving
-    # The spec adds whole-number checks of integer features; a model no spec names is served on its encoding alone.
-    spec = find_spec(dataset) if dataset or model is None else spec_of_model(model)
     name = model or find_spec(dataset).model_name
     try:
         listening = serving.bound_socket(host or current.serving_host, port or current.serving_port)
@@ -38,4 +36,4 @@ def serve(
     if not version_dirs(store, name):
         listening.close()
         raise CommandError(f"No model named {name} is registered in {store}; nothing to serve.")
-    serving.serve(ModelServer(store, name, spec, current), listening)
+    serving.serve(ModelServer(store, name, current), listening)

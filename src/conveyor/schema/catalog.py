@@ -37,15 +37,3 @@ def find_spec(name: str | None = None) -> DatasetSpec:
 def known_specs() -> list[str]:
     """Names of every spec that can be found, the user's and the built-in ones."""
     return sorted({path.stem for folder in _folders() if folder.is_dir() for path in folder.glob("*.yaml")})
-
-
-def spec_of_model(model_name: str) -> DatasetSpec | None:
-    """The spec whose model bears that registry name, if one does (a spec that cannot be loaded is passed over)."""
-    for name in known_specs():
-        try:
-            spec = find_spec(name)
-        except SpecError:
-            continue
-        if spec.model_name == model_name:
-            return spec
-    return None

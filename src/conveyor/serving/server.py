@@ -21,7 +21,6 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from conveyor.registry.aliases import read_aliases
-from conveyor.schema.spec import DatasetSpec
 from conveyor.serving.metrics import ServingMetrics
 from conveyor.serving.routing import PRODUCTION, Canary, CanaryMode, NotReadyError, Routing
 from conveyor.serving.signature import InvalidRowsError, Problem, model_inputs
@@ -84,10 +83,9 @@ class ServerStatus(BaseModel):
 class ModelServer:
     """The state of one model's server: what it serves, how it follows the registry, and its metrics."""
 
-    def __init__(self, model_store: Path, name: str, spec: DatasetSpec | None, settings: ServingSettings) -> None:
+    def __init__(self, model_store: Path, name: str, settings: ServingSettings) -> None:
         self.model_store = model_store
         self.name = name
-        self.spec = spec
         self.settings = settings
         self.routing = Routing()
         self.metrics = ServingMetrics()
@@ -135,7 +133,7 @@ class ModelServer:
         """A version ready to serve, loaded in a worker thread; a refusal is logged and kept for /status."""
         try:
             return await asyncio.to_thread(
-                load_version, self.model_store, self.name, number, self.spec, self.settings.serving_threads
+                load_version, self.model_store, self.name, number, self.settings.serving_threads
             )
         except VersionUnavailableError as error:
             self._failed(number, str(error))

@@ -15,8 +15,9 @@ import onnxruntime as ort
 
 from conveyor.export.runtime import onnx_model, onnx_run, onnx_session, stored_output_error
 from conveyor.registry.aliases import AliasError, resolve_reference
-from conveyor.registry.store import DamagedVersionError
-from conveyor.schema.spec import DatasetSpec
+from conveyor.registry.store import DamagedVersionError, read_manifest
+from conveyor.schema.catalog import find_spec
+from conveyor.schema.spec import DatasetSpec, SpecError
 from conveyor.serving.signature import Signature, input_signature
 
 # The promotion gate holds a version's known outputs to the same limit (GatePolicy.known_inputs_atol).
@@ -46,7 +47,16 @@ class LoadedVersion:
         return onnx_run(self.session, inputs)
 
 
-def load_version(model_store: Path, name: str, number: int, spec: DatasetSpec | None, threads: int) -> LoadedVersion:
+def _dataset_spec(folder: Path) -> DatasetSpec | None:
+    """The spec of the dataset a version was trained on, if its manifest names one that can still be found."""
+    dataset = read_manifest(folder).get("dataset")
+    try:
+        return find_spec(dataset) if isinstance(dataset, str) else None
+    except SpecError:
+        return None  # the encoding stamped in the graph is enough to check rows; the spec only adds integer types
+
+
+def load_version(model_store: Path, name: str, number: int, threads: int) -> LoadedVersion:
     """A version verified by hash and warmed on its known inputs, ready to serve; VersionUnavailableError otherwise."""
     try:
         version = resolve_reference(model_store, f"{name}:{number}")  # every file checked against its hash
@@ -70,6 +80,6 @@ def load_version(model_store: Path, name: str, number: int, spec: DatasetSpec | 
         model=name,
         number=number,
         session=session,
-        signature=input_signature(encoding, spec),
+        signature=input_signature(encoding, _dataset_spec(folder)),
         loaded_at=dt.datetime.now(dt.UTC),
     )
