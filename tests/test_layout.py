@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("conveyor.export",),
     ("conveyor.registry",),
     ("conveyor.gate",),
+    ("conveyor.serving",),
     ("conveyor.flows", "conveyor.stack"),
     ("conveyor.cli", "conveyor.__main__"),
 ]
@@ -87,6 +88,24 @@ def test_only_the_cli_and_flows_import_flows_and_only_the_cli_imports_the_cli() 
                 assert module.startswith(("conveyor.flows", *command_line)), f"{module} imports {name}"
             if name.startswith("conveyor.cli"):
                 assert module.startswith(command_line), f"{module} imports {name}"
+
+
+def test_only_the_cli_stack_and_flows_import_the_model_server() -> None:
+    allowed = ("conveyor.serving", "conveyor.cli", "conveyor.__main__", "conveyor.stack", "conveyor.flows")
+    for module, path in _modules().items():
+        for name in _imports(path):
+            if name.startswith("conveyor.serving"):
+                assert module.startswith(allowed), f"{module} imports {name}"
+
+
+# What the model server must not pay for at each (re)start: it scores with ONNX Runtime alone.
+TRAINING_MODULES = ("torch", "sklearn", "xgboost")
+
+
+def test_the_model_server_loads_no_training_library() -> None:
+    probe = f"import sys, conveyor.serving.run; print(','.join(m for m in {TRAINING_MODULES!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert loaded.stdout.strip() == "", f"the model server loads {loaded.stdout.strip()}"
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,13 @@ def _known_protocols(url: str) -> str:
     return url
 
 
+def _long_token(secret: SecretStr) -> SecretStr:
+    """A bearer token long enough not to be guessed."""
+    if len(secret.get_secret_value().strip()) < _MIN_TOKEN_CHARACTERS:
+        raise ValueError(f"it is shorter than {_MIN_TOKEN_CHARACTERS} characters")
+    return secret
+
+
 def _user_and_password(secret: SecretStr) -> SecretStr:
     """Basic auth needs ``user:password``."""
     user, colon, password = secret.get_secret_value().partition(":")
@@ -79,6 +86,7 @@ def _user_and_password(secret: SecretStr) -> SecretStr:
     return secret
 
 
+_MIN_TOKEN_CHARACTERS = 16
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 _PACKAGE = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -112,6 +120,13 @@ PackageNames = Annotated[
     BeforeValidator(_names_list),
     Field(min_length=1),
     Expects("one or more top-level Python package names, comma-separated or as a JSON list"),
+]
+Bytes = Annotated[int, Field(ge=1), Expects("a whole number of bytes, 1 or more")]
+Threads = Annotated[int, Field(ge=1, le=256), Expects("a whole number of threads from 1 to 256")]
+BearerToken = Annotated[
+    SecretStr,
+    AfterValidator(_long_token),
+    Expects(f"a token of {_MIN_TOKEN_CHARACTERS} characters or more", secret=True),
 ]
 AuthString = Annotated[
     SecretStr, AfterValidator(_user_and_password), Expects("user:password, both parts non-empty", secret=True)
@@ -221,6 +236,32 @@ class EdgeSettings(_Group):
     )
 
 
+class ServingSettings(_Group):
+    """The model server (`conveyor serve`): where it listens, how it follows the registry, who may steer it."""
+
+    serving_host: Host = Field("127.0.0.1", description="Address the model server binds.")
+    serving_port: Port = Field(8080, description="Port of the model server.")
+    serving_poll_seconds: PositiveSeconds = Field(
+        0.5, description="How often the server reads the model's aliases to follow its production version."
+    )
+    serving_max_body_bytes: Bytes = Field(
+        1_048_576, description="Largest request body accepted (1 MiB); a larger one is answered 413."
+    )
+    serving_threads: Threads = Field(
+        1, description="ONNX Runtime threads per loaded version (intra-op); 1 suits batch-1 requests best."
+    )
+    serving_control_token: BearerToken | None = Field(
+        None,
+        description="Bearer token the control API (/control) requires; empty: no token is asked for. Set it for any "
+        "server reachable from other hosts.",
+    )
+    serving_fault_rate: Share = Field(
+        0.0,
+        description="TESTS ONLY: share of the canary version's answers replaced by a 503, to exercise automatic "
+        "rollback. Leave it at 0 in every real deployment.",
+    )
+
+
 class DatasetSettings(_Group):
     """Which dataset spec flows and commands use when none is named, and where users keep their own."""
 
@@ -257,6 +298,7 @@ class ConveyorSettings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings, description="The task cache.")
     datasets: DatasetSettings = Field(default_factory=DatasetSettings, description="Dataset specs.")
     edge: EdgeSettings = Field(default_factory=EdgeSettings, description="Edge devices.")
+    serving: ServingSettings = Field(default_factory=ServingSettings, description="The model server.")
     dask: DaskSettings = Field(default_factory=DaskSettings, description="Dask clusters reached by address.")
 
     @computed_field  # type: ignore[prop-decorator]

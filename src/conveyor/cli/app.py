@@ -8,7 +8,7 @@ import traceback
 import httpx
 import typer
 
-from conveyor.cli import cache, data, models, registry, runs, stack
+from conveyor.cli import cache, data, models, registry, runs, serving, stack
 from conveyor.cli.console import CommandError, fail, settings
 from conveyor.settings import ConveyorSettings
 
@@ -29,6 +29,7 @@ app.command()(models.models)
 app.command("train")(models.train_command)
 app.command("tune")(models.tune_command)
 app.command("edge-run")(models.edge_run)
+app.command()(serving.serve)
 app.command()(data.validate)
 app.command("hash")(data.hash_command)
 app.add_typer(cache.cache_app, name="cache")

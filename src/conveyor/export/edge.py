@@ -47,7 +47,7 @@ from conveyor.export.onnx import (
 )
 from conveyor.io.files import FolderName, sha256_file, write_atomically, write_text_atomically
 from conveyor.io.signing import public_key_of, sign, verifies
-from conveyor.models.features import NUMERIC_INPUT
+from conveyor.models.features import NUMERIC_INPUT, refusal_reasons
 from conveyor.schema.spec import FeatureEncoding
 from conveyor.settings import get_settings
 
@@ -410,26 +410,6 @@ class Scoring:
         return {str(reason): int(count) for reason, count in zip(reasons, counts, strict=True)}
 
 
-def refusal_reasons(
-    numeric: pd.DataFrame, raw: pd.DataFrame, valid_ranges: dict[str, list[float | None]]
-) -> np.ndarray:
-    """Why each row cannot be scored, naming its first bad feature (None: it can be)."""
-    reasons = np.full(len(numeric), None, dtype=object)
-    for feature, (low_bound, high_bound) in valid_ranges.items():
-        values = numeric[feature].to_numpy(dtype=np.float64)
-        low = -np.inf if low_bound is None else low_bound
-        high = np.inf if high_bound is None else high_bound
-        checks = (
-            (raw[feature].isna().to_numpy(), f"missing value in {feature}"),
-            (np.isnan(values), f"non-numeric value in {feature}"),
-            (np.isinf(values), f"non-finite value in {feature}"),
-            ((values < low) | (values > high), f"{feature} outside [{low:g}, {high:g}]"),
-        )
-        for failing, reason in checks:
-            reasons[failing & pd.isna(reasons)] = reason
-    return reasons
-
-
 def run_bundle(bundle: OpenedBundle, frame: pd.DataFrame) -> Scoring:
     """Probabilities from a verified bundle for the rows within its input contract; the others are refused."""
     encoding = FeatureEncoding.model_validate(bundle.manifest["encoding"])
@@ -437,7 +417,11 @@ def run_bundle(bundle: OpenedBundle, frame: pd.DataFrame) -> Scoring:
     if missing:
         raise ValueError(f"The input lacks the columns {', '.join(missing)} the bundle reads.")
     numeric = frame[encoding.numeric].apply(pd.to_numeric, errors="coerce")
-    reasons = refusal_reasons(numeric, frame, bundle.manifest["inputs"][0]["valid_ranges"])
+    valid_ranges = bundle.manifest["inputs"][0]["valid_ranges"]
+    checked = list(valid_ranges)
+    reasons, _ = refusal_reasons(
+        numeric[checked].to_numpy(dtype=np.float64), frame[checked].isna().to_numpy(), valid_ranges
+    )
     probabilities = np.full(len(frame), np.nan, dtype=np.float32)
     accepted = np.asarray(pd.isna(reasons))
     if accepted.any():  # bad rows never reach the model: an int8 model quantizes over the whole batch

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pandas as pd
 import torch
 from onnx import TensorProto, helper
@@ -18,8 +17,19 @@ from pydantic import BaseModel, Field
 
 from conveyor.cache import Content, cached_task, task_output_dir
 from conveyor.data.snapshots import Snapshot, read_snapshot, split_holdout
-from conveyor.io.files import sha256_file, write_atomically
-from conveyor.models.features import NUMERIC_INPUT, encode_features, input_names
+
+# ONNX Runtime's side lives in export.runtime, which imports no torch (the model server loads only that); its names
+# stay importable from here.
+from conveyor.export.runtime import KNOWN_INPUTS_FILE as KNOWN_INPUTS_FILE
+from conveyor.export.runtime import OnnxModel as OnnxModel
+from conveyor.export.runtime import expected_column as expected_column
+from conveyor.export.runtime import onnx_inputs as onnx_inputs
+from conveyor.export.runtime import onnx_model as onnx_model
+from conveyor.export.runtime import onnx_predict as onnx_predict
+from conveyor.export.runtime import onnx_run as onnx_run
+from conveyor.export.runtime import onnx_session as onnx_session
+from conveyor.io.files import write_atomically
+from conveyor.models.features import input_names
 from conveyor.models.mlp import TabularMLP, load_weights, predict
 from conveyor.models.training import TrainedModel
 from conveyor.schema.spec import FeatureEncoding
@@ -28,26 +38,14 @@ OPSET = 18
 # LabelEncoder with string keys is in ai.onnx.ml from version 2; ONNX Runtime has supported it since 1.x.
 ML_OPSET = 2
 DECISION_THRESHOLD = 0.5
-KNOWN_INPUTS_FILE = "parity_inputs.parquet"
 # A category no vocabulary holds: the known inputs check the unknown embedding with it.
 UNSEEN_CATEGORY = "never-seen-model"
-EXPECTED_PREFIX = "expected_"  # the known inputs' column of expected outputs: expected_<prediction>
 _KNOWN_HELD_OUT_ROWS = 200
 _PRODUCTION_SAMPLE_ROWS = 2_000
 
 
 class ParityError(AssertionError):
     """The exported graph does not predict what the trained model predicts."""
-
-
-class OnnxModel(BaseModel):
-    """An exported model file, and how it reads rows (from the encoding stamped in its metadata)."""
-
-    path: Annotated[str, Content]
-    sha256: str
-    opset: int
-    size_bytes: int
-    encoding: FeatureEncoding
 
 
 class ParityThresholds(BaseModel):
@@ -166,17 +164,6 @@ def to_onnx(network: TabularMLP, encoding: FeatureEncoding, metadata: dict[str, 
     return proto
 
 
-def onnx_model(path: Path) -> OnnxModel:
-    """Describe an ONNX file on disk that Conveyor exported (its metadata holds the feature encoding)."""
-    proto = onnx.load(path, load_external_data=False)
-    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-    stamped = {prop.key: prop.value for prop in proto.metadata_props}
-    encoding = FeatureEncoding.model_validate_json(stamped["encoding"])
-    return OnnxModel(
-        path=str(path), sha256=sha256_file(path), opset=opset, size_bytes=path.stat().st_size, encoding=encoding
-    )
-
-
 @cached_task("Export to ONNX")
 def export_onnx(model: TrainedModel, metadata: dict[str, str]) -> OnnxModel:
     """Export the trained model over raw rows, check the graph, and stamp its metadata."""
@@ -185,32 +172,6 @@ def export_onnx(model: TrainedModel, metadata: dict[str, str]) -> OnnxModel:
     path = task_output_dir() / "model.onnx"
     write_atomically(path, lambda tmp: onnx.save_model(proto, tmp))
     return onnx_model(path)
-
-
-def onnx_inputs(frame: pd.DataFrame, encoding: FeatureEncoding) -> dict[str, np.ndarray]:
-    """Raw rows as the graph's inputs: numeric features as float32, categorical columns as strings."""
-    numeric, _ = encode_features(frame, encoding)
-    strings = {column: frame[column].astype(str).to_numpy(dtype=object) for column in encoding.categorical}
-    return {NUMERIC_INPUT: numeric, **strings}
-
-
-def onnx_session(path: Path, threads: int = 0) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session; threads=0 lets ONNX Runtime choose."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def onnx_run(session: ort.InferenceSession, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """Probabilities for inputs already shaped as the graph takes them (its one output), shape (rows,)."""
-    (output,) = session.run(None, inputs)
-    return np.asarray(output).ravel()
-
-
-def onnx_predict(session: ort.InferenceSession, frame: pd.DataFrame, encoding: FeatureEncoding) -> np.ndarray:
-    """Probabilities from ONNX Runtime for raw rows, shape (rows,)."""
-    return onnx_run(session, onnx_inputs(frame, encoding))
 
 
 def compare(actual: np.ndarray, expected: np.ndarray, thresholds: ParityThresholds) -> SetParity:
@@ -223,11 +184,6 @@ def compare(actual: np.ndarray, expected: np.ndarray, thresholds: ParityThreshol
         out_of_tolerance=int(np.sum(error > thresholds.atol + thresholds.rtol * np.abs(expected))),
         decision_flips=int(np.sum((actual >= DECISION_THRESHOLD) != (expected >= DECISION_THRESHOLD))),
     )
-
-
-def expected_column(encoding: FeatureEncoding) -> str:
-    """The known inputs' column of the expected outputs (expected_failure_probability for telemetry)."""
-    return f"{EXPECTED_PREFIX}{encoding.prediction}"
 
 
 def known_inputs(holdout: pd.DataFrame, encoding: FeatureEncoding) -> pd.DataFrame:

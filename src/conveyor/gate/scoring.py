@@ -11,7 +11,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from conveyor.data.snapshots import Snapshot, read_snapshot, split_holdout
-from conveyor.export.onnx import KNOWN_INPUTS_FILE, expected_column, onnx_inputs, onnx_model, onnx_run, onnx_session
+from conveyor.export.runtime import onnx_inputs, onnx_model, onnx_run, onnx_session, stored_output_error
 from conveyor.registry.store import RegisteredVersion
 from conveyor.schema.spec import DatasetSpec
 
@@ -65,10 +65,8 @@ def paired_scores(
 
 def known_input_error(version: RegisteredVersion) -> tuple[int, float]:
     """Rows of the version's stored known inputs, and the largest distance of its outputs from the stored ones."""
-    known = pd.read_parquet(Path(version.path) / KNOWN_INPUTS_FILE)
-    encoding = onnx_model(Path(version.onnx_path)).encoding
-    expected = known.pop(expected_column(encoding)).to_numpy(dtype=np.float64)
-    return len(known), float(np.max(np.abs(score(version, known) - expected), initial=0.0))
+    path = Path(version.onnx_path)
+    return stored_output_error(onnx_session(path), Path(version.path), onnx_model(path).encoding)
 
 
 def measure_latency(version: RegisteredVersion, rows: pd.DataFrame, threads: int, calls: int) -> Latency:
