@@ -71,6 +71,13 @@ def _known_protocols(url: str) -> str:
     return url
 
 
+def _folder_or_s3(url: str) -> str:
+    """The model store relies on S3's conditional writes: a folder or an s3:// URL, no other object store."""
+    if "://" in url and url.split("://", 1)[0] not in ("s3", "s3a", "file"):
+        raise ValueError("the model store takes no other object store")
+    return url
+
+
 def _user_and_password(secret: SecretStr) -> SecretStr:
     """Basic auth needs ``user:password``."""
     user, colon, password = secret.get_secret_value().partition(":")
@@ -98,6 +105,9 @@ StoreUrl = Annotated[
     BeforeValidator(_not_blank),
     AfterValidator(_known_protocols),
     Expects("a folder or an fsspec URL such as s3://bucket/prefix"),
+]
+ModelStoreUrl = Annotated[
+    str, BeforeValidator(_not_blank), AfterValidator(_folder_or_s3), Expects("a folder or an s3:// URL")
 ]
 PoolNames = Annotated[
     list[Annotated[str, Field(pattern=_NAME)]],
@@ -151,7 +161,7 @@ class StoreSettings(_Group):
         description="Content-addressed dataset snapshots: a folder or an fsspec URL (s3://bucket/prefix); "
         "default: <state dir>/data.",
     )
-    model_store: StoreUrl | None = Field(
+    model_store: ModelStoreUrl | None = Field(
         None,
         description="Registered model versions: a folder or an s3:// URL (s3://bucket/prefix); "
         "default: <state dir>/models.",
