@@ -78,6 +78,13 @@ def _long_token(secret: SecretStr) -> SecretStr:
     return secret
 
 
+def _folder_or_s3(url: str) -> str:
+    """The model store relies on S3's conditional writes: a folder or an s3:// URL, no other object store."""
+    if "://" in url and url.split("://", 1)[0] not in ("s3", "s3a", "file"):
+        raise ValueError("the model store takes no other object store")
+    return url
+
+
 def _user_and_password(secret: SecretStr) -> SecretStr:
     """Basic auth needs ``user:password``."""
     user, colon, password = secret.get_secret_value().partition(":")
@@ -106,6 +113,9 @@ StoreUrl = Annotated[
     BeforeValidator(_not_blank),
     AfterValidator(_known_protocols),
     Expects("a folder or an fsspec URL such as s3://bucket/prefix"),
+]
+ModelStoreUrl = Annotated[
+    str, BeforeValidator(_not_blank), AfterValidator(_folder_or_s3), Expects("a folder or an s3:// URL")
 ]
 PoolNames = Annotated[
     list[Annotated[str, Field(pattern=_NAME)]],
@@ -166,7 +176,7 @@ class StoreSettings(_Group):
         description="Content-addressed dataset snapshots: a folder or an fsspec URL (s3://bucket/prefix); "
         "default: <state dir>/data.",
     )
-    model_store: StoreUrl | None = Field(
+    model_store: ModelStoreUrl | None = Field(
         None,
         description="Registered model versions: a folder or an s3:// URL (s3://bucket/prefix); "
         "default: <state dir>/models.",

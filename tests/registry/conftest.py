@@ -34,13 +34,13 @@ def two_versions(register: Register, recompute: None) -> tuple[RegisteredVersion
     return register("run-a"), register("run-b")
 
 
-def race_for_alias(store: ModelStore | Path, alias: str) -> tuple[int, str]:
+def race_for_alias(store: ModelStore | Path, alias: str, name: str = CANDIDATE_NAME) -> tuple[int, str]:
     """Two threads move a new alias at once, to v1 and to v2: the version that won, and the loser's refusal."""
     outcomes: dict[int, str] = {}
 
     def promote(version: int) -> None:
         try:
-            move_alias(store, CANDIDATE_NAME, alias, version, None, via="user", reason=f"race to v{version}")
+            move_alias(store, name, alias, version, None, via="user", reason=f"race to v{version}")
             outcomes[version] = "won"
         except AliasConflictError as error:
             outcomes[version] = str(error)

@@ -22,12 +22,13 @@ from conveyor.registry.aliases import (
 from conveyor.registry.register import reserve_model_version
 from conveyor.registry.storage import ModelStore
 from conveyor.registry.store import MANIFEST, DamagedVersionError, RegisteredVersion, read_versions
-from tests.fixtures.models import CANDIDATE_NAME as NAME
 from tests.fixtures.models import StagedCandidate, register_candidate
 from tests.fixtures.object_store import ObjectStore
 from tests.registry.conftest import race_for_alias
 
 PREFIX = "models"
+# A name of its own: events about its versions are never taken for those of the folder tests' candidate.
+NAME = "bucket-candidate"
 
 
 @pytest.fixture
@@ -111,7 +112,7 @@ def test_conditional_writes_refuse_a_stale_or_a_second_writer(bucket: ModelStore
 def test_of_two_moves_at_once_exactly_one_wins_and_the_log_matches(
     bucket: ModelStore, object_store: ObjectStore, two_in_bucket: list[RegisteredVersion]
 ) -> None:
-    winner, loser = race_for_alias(bucket, "candidate-a")
+    winner, loser = race_for_alias(bucket, "candidate-a", NAME)
     assert f"names v{winner}, not no version as expected" in loser
     assert read_aliases(bucket, NAME) == {"candidate-a": winner}
     assert [(m.sequence, m.to_version) for m in read_audit(bucket, NAME)] == [(1, winner)]
@@ -130,7 +131,7 @@ def test_a_writer_that_bypassed_the_lock_cannot_overwrite_a_newer_alias_state(
         move_alias(bucket, NAME, "dev", 2, None, via="refit", reason="the other writer")
 
     monkeypatch.setattr(aliases, "_catch_up_log", another_move_meanwhile)
-    with pytest.raises(AliasConflictError, match="dev of candidate names v2, not no version as expected"):
+    with pytest.raises(AliasConflictError, match=f"dev of {NAME} names v2, not no version as expected"):
         move_alias(bucket, NAME, "dev", 1, None, via="refit", reason="stale")
     assert read_aliases(bucket, NAME) == {"dev": 2}
     assert [m.reason for m in read_audit(bucket, NAME)] == ["the other writer"]
@@ -165,7 +166,7 @@ def test_a_tampered_object_is_caught_and_nothing_points_at_it_while_a_bad_local_
 
     key = f"{PREFIX}/{NAME}/v2/model.onnx"
     object_store.client().put_object(Bucket=object_store.bucket, Key=key, Body=b"not the registered model")
-    problem = r"candidate v2 is damaged: model\.onnx does not hold the bytes its manifest records"
+    problem = rf"{NAME} v2 is damaged: model\.onnx does not hold the bytes its manifest records"
     with pytest.raises(DamagedVersionError, match=problem):
         move_alias(bucket, NAME, "dev", 2, None, via="user", reason="try")  # on the host that registered it
     _other_host(monkeypatch, tmp_path)
