@@ -92,7 +92,7 @@ class ModelServer:
         self.last_error: LoadFailure | None = None
         self.loading: int | None = None
         self.started_at = dt.datetime.now(dt.UTC)
-        self._refused: int | None = None
+        self._refused: LoadFailure | None = None  # the production version that could not be served, and why
         self._poll_error: str | None = None
         self._control = asyncio.Lock()
 
@@ -100,8 +100,8 @@ class ModelServer:
         """Why no production version is served yet."""
         if self.loading is not None:
             return f"loading production v{self.loading}"
-        if self._refused is not None and self.last_error is not None:
-            return f"production v{self._refused} cannot be served: {self.last_error.error}"
+        if self._refused is not None:
+            return f"production v{self._refused.version} cannot be served: {self._refused.error}"
         return "no production version yet"
 
     def status(self) -> ServerStatus:
@@ -169,7 +169,8 @@ class ModelServer:
         """Serve the version the production alias names now, once it is verified and warmed, if it is a new one."""
         target = read_aliases(self.model_store, self.name).get(PRODUCTION)
         current = self.routing.production
-        if target is None or target == self._refused or (current is not None and current.number == target):
+        refused = self._refused.version if self._refused else None
+        if target is None or target == refused or (current is not None and current.number == target):
             return
         async with self._control:
             canary = self.routing.canary
@@ -179,7 +180,7 @@ class ModelServer:
                 # The canary being promoted is verified and warm already: it takes over at once.
                 loaded = canary.version if canary is not None and promoted else await self._load(target)
             except VersionUnavailableError:
-                self._refused = target
+                self._refused = self.last_error
                 return
             finally:
                 self.loading = None
