@@ -120,7 +120,8 @@ async def scored(server: ModelServer, version: LoadedVersion, alias: str, rows: 
         raise ApiError(422, str(error), problems=[p.model_dump() for p in error.problems]) from None
     except InjectedFaultError as error:
         raise ApiError(503, str(error)) from None
-    return [float(p) for p in probabilities.tolist()]
+    predictions: list[float] = probabilities.tolist()  # Python floats holding the float32 values exactly
+    return predictions
 
 
 async def _shadow(server: ModelServer, version: LoadedVersion, rows: list[dict[str, Any]]) -> None:
