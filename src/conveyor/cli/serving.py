@@ -21,6 +21,7 @@ def serve(
 ) -> None:
     """Serve a model's production version (and a canary beside it) over HTTP until stopped; one worker process."""
     from conveyor.blocks import ConveyorStores
+    from conveyor.registry.storage import ModelStore
     from conveyor.registry.store import version_dirs
     from conveyor.schema.catalog import find_spec
     from conveyor.serving import run as serving
@@ -32,7 +33,7 @@ def serve(
         listening = serving.bound_socket(host or current.serving_host, port or current.serving_port)
     except serving.ServingError as error:  # before anything talks to Prefect: a taken port is one sentence, at once
         raise CommandError(str(error)) from None
-    store = ConveyorStores.resolve().model_path
+    store = ModelStore.of(ConveyorStores.resolve())  # a folder, or a bucket read through verified local copies
     if not version_dirs(store, name):
         listening.close()
         raise CommandError(f"No model named {name} is registered in {store}; nothing to serve.")

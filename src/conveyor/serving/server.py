@@ -14,13 +14,13 @@ import dataclasses
 import datetime as dt
 import logging
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from conveyor.registry.aliases import read_aliases
+from conveyor.registry.store import StoreRef
 from conveyor.serving.metrics import ServingMetrics
 from conveyor.serving.routing import PRODUCTION, Canary, CanaryMode, NotReadyError, Routing
 from conveyor.serving.signature import InvalidRowsError, Problem, model_inputs
@@ -83,7 +83,7 @@ class ServerStatus(BaseModel):
 class ModelServer:
     """The state of one model's server: what it serves, how it follows the registry, and its metrics."""
 
-    def __init__(self, model_store: Path, name: str, settings: ServingSettings) -> None:
+    def __init__(self, model_store: StoreRef, name: str, settings: ServingSettings) -> None:
         self.model_store = model_store
         self.name = name
         self.settings = settings

@@ -15,7 +15,7 @@ import onnxruntime as ort
 
 from conveyor.export.runtime import onnx_model, onnx_run, onnx_session, stored_output_error
 from conveyor.registry.aliases import AliasError, resolve_reference
-from conveyor.registry.store import DamagedVersionError, read_manifest
+from conveyor.registry.store import DamagedVersionError, StoreRef, read_manifest
 from conveyor.schema.catalog import find_spec
 from conveyor.schema.spec import DatasetSpec, SpecError
 from conveyor.serving.signature import Signature, input_signature
@@ -56,7 +56,7 @@ def _dataset_spec(folder: Path) -> DatasetSpec | None:
         return None  # the encoding stamped in the graph is enough to check rows; the spec only adds integer types
 
 
-def load_version(model_store: Path, name: str, number: int, threads: int) -> LoadedVersion:
+def load_version(model_store: StoreRef, name: str, number: int, threads: int) -> LoadedVersion:
     """A version verified by hash and warmed on its known inputs, ready to serve; VersionUnavailableError otherwise."""
     try:
         version = resolve_reference(model_store, f"{name}:{number}")  # every file checked against its hash
