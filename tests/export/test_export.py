@@ -111,14 +111,14 @@ def test_swapped_feature_order_fails_the_gate(
     monkeypatch: pytest.MonkeyPatch,
     recompute: None,  # the gate must run, not be served from the cache
 ) -> None:
-    import conveyor.export.onnx as export
+    import conveyor.export.runtime as runtime  # where the parity check's ONNX Runtime calls read the rows
 
     def swapped(frame: pd.DataFrame, encoding: FeatureEncoding) -> dict[str, np.ndarray]:
         inputs = original(frame, encoding)
         inputs["numeric"] = inputs["numeric"][:, ::-1].copy()
         return inputs
 
-    original = export.onnx_inputs
-    monkeypatch.setattr(export, "onnx_inputs", swapped)
+    original = runtime.onnx_inputs
+    monkeypatch.setattr(runtime, "onnx_inputs", swapped)
     with pytest.raises(ParityError, match="flipped decisions"):
         _check(exported, trained, snapshot)
